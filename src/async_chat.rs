@@ -1,0 +1,459 @@
+//! `asynchat.async_chat`'s behaviour, on the shared dispatcher layout.
+//!
+//! The input side receives into a Rust-owned buffer and scans it for the
+//! terminator with memchr, one pass per message, never copying the buffer's
+//! tail (CPython re-slices `ac_in_buffer` for every message). The order of
+//! calls and assignments follows CPython 3.11's `handle_read` exactly.
+
+use std::borrow::Cow;
+
+use pyo3::exceptions::{PyBlockingIOError, PyOSError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
+
+use crate::dispatcher::{
+    connected, dispatcher_send, has_builtin, producer_fifo_of, set_producer_fifo, socket_of,
+    Dispatcher, F_INBUF,
+};
+use crate::errors::{call_in_except, errno_of, is_disconnect};
+use crate::fifo::Fifo;
+use crate::scanner::{prefix_at_end, Scan, Terminator};
+use crate::sockio::{plain_fd, recv_with, Direct};
+
+/// The bytes of a bytes-like object.
+pub fn bytes_like<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
+    if let Ok(b) = v.cast::<PyBytes>() {
+        return Ok(Cow::Borrowed(b.as_bytes()));
+    }
+    // Other bytes-like objects (the buffer protocol is not in the abi3 API
+    // before 3.11): through bytes(), as CPython's `bytes + data` accepts them.
+    if v.is_instance_of::<PyByteArray>() || v.is_instance_of::<PyMemoryView>() {
+        let b = v.py().get_type::<PyBytes>().call1((v,))?;
+        let b = b.cast_into::<PyBytes>()?;
+        return Ok(Cow::Owned(b.as_bytes().to_vec()));
+    }
+    Err(PyTypeError::new_err(format!("can't concat {} to bytes", type_name(v))))
+}
+
+fn type_name(v: &Bound<'_, PyAny>) -> String {
+    v.get_type()
+        .name()
+        .map_or_else(|_| "object".into(), |n| n.to_string())
+}
+
+pub fn init(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
+    let py = slf.py();
+    slf.setattr(intern!(py, "ac_in_buffer"), PyBytes::new(py, b""))?;
+    slf.setattr(intern!(py, "incoming"), PyList::empty(py))?;
+    let fifo = Bound::new(py, Fifo::empty())?;
+    set_producer_fifo(slf, fifo.as_any())
+}
+
+pub fn get_data<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    let incoming = slf.getattr(intern!(py, "incoming"))?;
+    let d = PyBytes::new(py, b"").call_method1(intern!(py, "join"), (&incoming,))?;
+    incoming.del_item(pyo3::types::PySlice::full(py))?;
+    Ok(d)
+}
+
+pub fn set_terminator(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = slf.py();
+    let mut term = term.clone();
+    if term.is_instance_of::<PyString>() && slf.getattr(intern!(py, "use_encoding"))?.is_truthy()? {
+        let encoding = slf.getattr(intern!(py, "encoding"))?;
+        term = py.get_type::<PyBytes>().call1((term, encoding))?;
+    } else if term.is_instance_of::<PyInt>() && term.lt(0)? {
+        return Err(PyValueError::new_err(
+            "the number of received bytes must be positive",
+        ));
+    }
+    slf.setattr(intern!(py, "terminator"), term)
+}
+
+pub fn discard_buffers(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
+    let py = slf.py();
+    slf.setattr(intern!(py, "ac_in_buffer"), PyBytes::new(py, b""))?;
+    slf.getattr(intern!(py, "incoming"))?
+        .del_item(pyo3::types::PySlice::full(py))?;
+    producer_fifo_of(slf)?.call_method0(intern!(py, "clear"))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- input side
+
+/// `async_chat.handle_read`.
+pub fn handle_read(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
+    if receive(slf)? {
+        scan(slf)?;
+    }
+    Ok(())
+}
+
+/// Receives into the input buffer; false when handle_read must return now.
+fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
+    let py = slf.py();
+    let size = slf.getattr(intern!(py, "ac_in_buffer_size"))?;
+    if Dispatcher::is_direct(slf, F_INBUF) && has_builtin(slf, intern!(py, "recv"), intern!(py, "recv")) {
+        let sock = socket_of(slf)?;
+        if let (Some(fd), Ok(n)) = (plain_fd(py, &sock), size.extract::<usize>()) {
+            let me = slf.get();
+            match recv_with(py, fd, n, |data| {
+                me.st().in_buf.extend_from_slice(data);
+                data.len()
+            }) {
+                Direct::Done(0) => {
+                    // dispatcher.recv: an empty read means the peer closed.
+                    slf.call_method0(intern!(py, "handle_close"))?;
+                    return Ok(true);
+                }
+                Direct::Done(_) => return Ok(true),
+                Direct::Failed(e) => return recv_failed(slf, e),
+                Direct::Fallback => {}
+            }
+        }
+    }
+    let data = match slf.call_method1(intern!(py, "recv"), (&size,)) {
+        Ok(d) => d,
+        Err(e) if e.is_instance_of::<PyBlockingIOError>(py) => return Ok(false),
+        Err(e) if e.is_instance_of::<PyOSError>(py) => {
+            call_in_except(py, slf, intern!(py, "handle_error"), e)?;
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    if data.is_instance_of::<PyString>() && slf.getattr(intern!(py, "use_encoding"))?.is_truthy()? {
+        // CPython 3.11 writes `bytes(str, self.encoding)` here (the type, not
+        // the data), which raises TypeError. We keep that on purpose.
+        let encoding = slf.getattr(intern!(py, "encoding"))?;
+        py.get_type::<PyBytes>()
+            .call1((py.get_type::<PyString>(), encoding))?;
+    }
+    let bytes = bytes_like(&data)?;
+    slf.get().st().in_buf.extend_from_slice(&bytes);
+    Ok(true)
+}
+
+/// The direct recv failed: what dispatcher.recv + handle_read's excepts do.
+#[cold]
+fn recv_failed(slf: &Bound<'_, Dispatcher>, e: PyErr) -> PyResult<bool> {
+    let py = slf.py();
+    match errno_of(py, &e) {
+        Some(errno) if is_disconnect(py, errno)? => {
+            slf.call_method0(intern!(py, "handle_close"))?;
+            Ok(true)
+        }
+        Some(_) => {
+            call_in_except(py, slf, intern!(py, "handle_error"), e)?;
+            Ok(false)
+        }
+        None => Err(e),
+    }
+}
+
+/// What happens to the buffer after `collect_incoming_data` returns.
+enum Consume {
+    All,
+    Front(usize),
+}
+
+/// The `while self.ac_in_buffer:` loop of CPython's handle_read.
+fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
+    let py = slf.py();
+    let me = slf.get();
+    let get_term_builtin = has_builtin(
+        slf,
+        intern!(py, "get_terminator"),
+        intern!(py, "_ac_get_terminator"),
+    );
+    let mut compiled: Option<(Py<PyAny>, Terminator)> = None;
+    let result = loop {
+        let lb = me.st().in_data().len();
+        if lb == 0 {
+            break Ok(());
+        }
+        let term = if get_term_builtin {
+            slf.getattr(intern!(py, "terminator"))?
+        } else {
+            slf.call_method0(intern!(py, "get_terminator"))?
+        };
+        if !term.is_truthy()? {
+            // No terminator: collect it all.
+            collect(slf, lb, Consume::All)?;
+        } else if term.is_instance_of::<PyInt>() {
+            scan_count(slf, &term, lb)?;
+        } else {
+            let reuse = compiled.as_ref().is_some_and(|(o, _)| o.bind(py).is(&term));
+            if !reuse {
+                compiled = Some((term.clone().unbind(), compile(slf, &term)?));
+            }
+            let Some((_, t)) = compiled.as_ref() else {
+                break Ok(());
+            };
+            let found = t.scan(me.st().in_data());
+            let tlen = t.needle().len();
+            match found {
+                Scan::Found(index) => {
+                    if index > 0 {
+                        // Don't report the empty string (CPython: "source of subtle bugs").
+                        collect(slf, index, Consume::Front(index + tlen))?;
+                    } else {
+                        consume(me, &Consume::Front(tlen));
+                    }
+                    slf.call_method0(intern!(py, "found_terminator"))?;
+                }
+                Scan::PrefixAtEnd(keep) => {
+                    if keep != lb {
+                        collect(slf, lb - keep, Consume::Front(lb - keep))?;
+                    }
+                    break Ok(());
+                }
+                Scan::Nothing => collect(slf, lb, Consume::All)?,
+            }
+        }
+    };
+    shrink(me);
+    result
+}
+
+/// An int terminator: collect up to that many bytes, counting down.
+fn scan_count(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>, lb: usize) -> PyResult<()> {
+    let py = slf.py();
+    // An int too large for usize is larger than any buffer.
+    let n = term.extract::<usize>().unwrap_or(usize::MAX);
+    if lb < n {
+        collect(slf, lb, Consume::All)?;
+        let left = slf.getattr(intern!(py, "terminator"))?.sub(lb)?;
+        slf.setattr(intern!(py, "terminator"), left)
+    } else {
+        collect(slf, n, Consume::Front(n))?;
+        slf.setattr(intern!(py, "terminator"), 0)?;
+        slf.call_method0(intern!(py, "found_terminator"))?;
+        Ok(())
+    }
+}
+
+/// A bytes terminator, or the TypeError CPython's `bytes.find` raises.
+#[cold]
+fn compile(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>) -> PyResult<Terminator> {
+    let is_bytes_like = term.is_instance_of::<PyBytes>()
+        || term.is_instance_of::<PyByteArray>()
+        || term.is_instance_of::<PyMemoryView>();
+    if !is_bytes_like {
+        let py = slf.py();
+        let buf = PyBytes::new(py, slf.get().st().in_data());
+        buf.call_method1(intern!(py, "find"), (term,))?;
+        return Err(PyTypeError::new_err("terminator must be bytes, int or None"));
+    }
+    Ok(Terminator::new(&bytes_like(term)?))
+}
+
+/// `self.collect_incoming_data(buf[:n])`, then CPython's assignment to
+/// `self.ac_in_buffer` computed from the buffer as it was before the call.
+fn collect(slf: &Bound<'_, Dispatcher>, n: usize, then: Consume) -> PyResult<()> {
+    let py = slf.py();
+    let me = slf.get();
+    let data = {
+        let mut st = me.st();
+        st.in_callback = true;
+        PyBytes::new(py, &st.in_data()[..n])
+    };
+    let r = slf.call_method1(intern!(py, "collect_incoming_data"), (data,));
+    {
+        let mut st = me.st();
+        st.in_callback = false;
+        let stash = st.in_stash.take();
+        if r.is_ok() {
+            // The callback may have assigned ac_in_buffer; CPython then
+            // overwrites it with the slice of the old buffer.
+            if let Some((buf, start)) = stash {
+                st.in_buf = buf;
+                st.in_start = start;
+            }
+        }
+    }
+    r?;
+    consume(me, &then);
+    Ok(())
+}
+
+fn consume(me: &Dispatcher, how: &Consume) {
+    let mut st = me.st();
+    match *how {
+        Consume::All => {
+            st.in_buf.clear();
+            st.in_start = 0;
+        }
+        Consume::Front(k) => {
+            st.in_start += k;
+            if st.in_start >= st.in_buf.len() {
+                st.in_buf.clear();
+                st.in_start = 0;
+            }
+        }
+    }
+}
+
+/// Keeps idle channels small: a drained buffer gives back large capacity, and
+/// a kept partial message moves to the front.
+fn shrink(me: &Dispatcher) {
+    let mut st = me.st();
+    if st.in_data().is_empty() {
+        st.in_buf.clear();
+        st.in_start = 0;
+        if st.in_buf.capacity() > 16 * 1024 {
+            st.in_buf = Vec::new();
+        }
+    } else if st.in_start > 0 {
+        let start = st.in_start;
+        st.in_buf.drain(..start);
+        st.in_start = 0;
+    }
+}
+
+// --------------------------------------------------------------- output side
+
+/// `async_chat.push(data)`.
+pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = slf.py();
+    if !(data.is_instance_of::<PyBytes>()
+        || data.is_instance_of::<PyByteArray>()
+        || data.is_instance_of::<PyMemoryView>())
+    {
+        // CPython 3.11 passes the format and the type as two arguments.
+        return Err(PyTypeError::new_err((
+            "data argument must be byte-ish (%r)",
+            data.get_type().unbind(),
+        )));
+    }
+    let sabs = slf.getattr(intern!(py, "ac_out_buffer_size"))?;
+    let fifo = producer_fifo_of(slf)?;
+    let n = data.len()?;
+    if sabs.lt(n)? {
+        let builtins = py.import("builtins")?;
+        let starts = builtins.getattr(intern!(py, "range"))?.call1((0, n, &sabs))?;
+        let slice = builtins.getattr(intern!(py, "slice"))?;
+        for i in starts.try_iter()? {
+            let i = i?;
+            let end = i.add(&sabs)?;
+            crate::fifo::append(&fifo, &data.get_item(slice.call1((i, end))?)?)?;
+        }
+    } else {
+        crate::fifo::append(&fifo, data)?;
+    }
+    slf.call_method0(intern!(py, "initiate_send"))?;
+    Ok(())
+}
+
+/// `async_chat.initiate_send()`: one send attempt per call, as CPython.
+pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
+    let py = slf.py();
+    let send_builtin = has_builtin(slf, intern!(py, "send"), intern!(py, "send"));
+    loop {
+        let fifo = producer_fifo_of(slf)?;
+        if !fifo.is_truthy()? || !connected(slf)? {
+            return Ok(());
+        }
+        let first = fifo.get_item(0)?;
+        if !first.is_truthy()? {
+            fifo.del_item(0)?;
+            if first.is_none() {
+                slf.call_method0(intern!(py, "handle_close"))?;
+                return Ok(());
+            }
+        }
+        let obs = slf.getattr(intern!(py, "ac_out_buffer_size"))?;
+        let data = match head(&first, &obs) {
+            Ok(d) => d,
+            Err(e) if e.is_instance_of::<PyTypeError>(py) => {
+                // A producer: refill from more().
+                let data = first.call_method0(intern!(py, "more"))?;
+                if data.is_truthy()? {
+                    fifo.call_method1(intern!(py, "appendleft"), (data,))?;
+                } else {
+                    fifo.del_item(0)?;
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let data = if data.is_instance_of::<PyString>()
+            && slf.getattr(intern!(py, "use_encoding"))?.is_truthy()?
+        {
+            let encoding = slf.getattr(intern!(py, "encoding"))?;
+            py.get_type::<PyBytes>().call1((data, encoding))?
+        } else {
+            data
+        };
+        let sent = if send_builtin {
+            dispatcher_send(slf, &data)
+        } else {
+            slf.call_method1(intern!(py, "send"), (&data,))
+        };
+        let num_sent = match sent {
+            Ok(n) => n,
+            Err(e) if e.is_instance_of::<PyOSError>(py) => {
+                return call_in_except(py, slf, intern!(py, "handle_error"), e);
+            }
+            Err(e) => return Err(e),
+        };
+        if num_sent.is_truthy()? {
+            if num_sent.lt(data.len()?)? || obs.lt(first.len()?)? {
+                let rest = crate::dispatcher::slice_from(&first, &num_sent)?;
+                fifo.set_item(0, rest)?;
+            } else {
+                fifo.del_item(0)?;
+            }
+        }
+        return Ok(());
+    }
+}
+
+/// `first[:obs]`; a bytes object no longer than `obs` is itself.
+fn head<'py>(first: &Bound<'py, PyAny>, obs: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if let (Ok(b), Ok(n)) = (first.cast_exact::<PyBytes>(), obs.extract::<usize>()) {
+        if b.as_bytes().len() <= n {
+            return Ok(first.clone());
+        }
+    }
+    let py = first.py();
+    let slice = py
+        .import("builtins")?
+        .getattr(intern!(py, "slice"))?
+        .call1((py.None(), obs))?;
+    first.get_item(slice)
+}
+
+/// `asynchat.find_prefix_at_end(haystack, needle)`.
+#[pyfunction]
+pub fn find_prefix_at_end<'py>(
+    haystack: &Bound<'py, PyAny>,
+    needle: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = haystack.py();
+    if let (Ok(h), Ok(n)) = (haystack.cast::<PyBytes>(), needle.cast::<PyBytes>()) {
+        let n = n.as_bytes();
+        // An empty needle gives -1 in CPython (len(needle) - 1).
+        let l: isize = if n.is_empty() {
+            -1
+        } else {
+            prefix_at_end(h.as_bytes(), n) as isize
+        };
+        return Ok(l.into_pyobject(py)?.into_any());
+    }
+    // Generic (str and other sequences): CPython's loop as written.
+    let mut l = needle.len()? as isize - 1;
+    let slice = py.import("builtins")?.getattr(intern!(py, "slice"))?;
+    while l != 0 {
+        let prefix = needle.get_item(slice.call1((py.None(), l))?)?;
+        if haystack
+            .call_method1(intern!(py, "endswith"), (prefix,))?
+            .is_truthy()?
+        {
+            break;
+        }
+        l -= 1;
+    }
+    Ok(l.into_pyobject(py)?.into_any())
+}

@@ -1,0 +1,988 @@
+//! `asyncore.dispatcher`: one Rust object layout for every channel class.
+//!
+//! `dispatcher_with_send`, `async_chat` and `file_dispatcher` are Python
+//! subclasses (so they mix freely in multiple inheritance, as in CPython) whose
+//! methods are this class's Rust methods under private names (`_ws_*`, `_ac_*`).
+//!
+//! State that decides a channel's poll interest (`connected`, `accepting`,
+//! `out_buffer`, `producer_fifo`) lives in Rust behind data descriptors, so the
+//! event loop learns of every change without asking Python each pass. State
+//! nothing in Rust needs stays in the instance `__dict__`, as in CPython.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use pyo3::exceptions::{PyOSError, PyTypeError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple, PyType};
+
+use crate::async_chat;
+use crate::errors::{errno_of, is_disconnect, os_error_with};
+use crate::event_loop::ChannelNotify;
+use crate::fifo::Fifo;
+use crate::module_state::global;
+use crate::sockio::{recv_bytes, send_obj};
+
+/// Attributes whose Rust field is authoritative unless a subclass shadows the
+/// descriptor with a class attribute (then Python attribute lookup is used).
+pub const F_CONNECTED: u16 = 1;
+pub const F_ACCEPTING: u16 = 2;
+pub const F_CONNECTING: u16 = 4;
+pub const F_SOCKET: u16 = 8;
+pub const F_FILENO: u16 = 16;
+pub const F_OUT: u16 = 32;
+pub const F_INBUF: u16 = 64;
+pub const F_FIFO: u16 = 128;
+const F_KNOWN: u16 = 0x8000;
+
+const DESCRIPTORS: [(u16, &str, &str); 8] = [
+    (F_CONNECTED, "connected", "connected"),
+    (F_ACCEPTING, "accepting", "accepting"),
+    (F_CONNECTING, "connecting", "connecting"),
+    (F_SOCKET, "socket", "socket"),
+    (F_FILENO, "_fileno", "_fileno"),
+    (F_OUT, "out_buffer", "_rs_out_buffer"),
+    (F_INBUF, "ac_in_buffer", "_rs_ac_in_buffer"),
+    (F_FIFO, "producer_fifo", "_rs_producer_fifo"),
+];
+
+#[derive(Default)]
+pub struct State {
+    pub connected: bool,
+    pub accepting: bool,
+    pub connecting: bool,
+    pub socket: Option<Py<PyAny>>,
+    pub fileno: Option<Py<PyAny>>,
+    /// `dispatcher_with_send.out_buffer`.
+    pub out_buffer: Option<Py<PyAny>>,
+    /// `async_chat.ac_in_buffer` is `in_buf[in_start..]`.
+    pub in_buf: Vec<u8>,
+    pub in_start: usize,
+    /// Set while asynchat calls `collect_incoming_data`; see async_chat.rs.
+    pub in_callback: bool,
+    pub in_stash: Option<(Vec<u8>, usize)>,
+    pub producer_fifo: Option<Py<PyAny>>,
+}
+
+impl State {
+    pub fn in_data(&self) -> &[u8] {
+        &self.in_buf[self.in_start..]
+    }
+
+    pub fn set_in_data(&mut self, data: &[u8]) {
+        if self.in_callback && self.in_stash.is_none() {
+            let old = std::mem::take(&mut self.in_buf);
+            self.in_stash = Some((old, self.in_start));
+        }
+        self.in_buf.clear();
+        self.in_buf.extend_from_slice(data);
+        self.in_start = 0;
+    }
+}
+
+#[pyclass(
+    frozen,
+    subclass,
+    dict,
+    weakref,
+    module = "asyncore",
+    name = "dispatcher"
+)]
+pub struct Dispatcher {
+    st: Mutex<State>,
+    pub notify: Arc<ChannelNotify>,
+    direct: AtomicU16,
+}
+
+impl Dispatcher {
+    pub fn st(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the Rust field behind `flag` is authoritative for this object.
+    pub fn is_direct(slf: &Bound<'_, Self>, flag: u16) -> bool {
+        let me = slf.get();
+        let mut mask = me.direct.load(Ordering::Relaxed);
+        if mask & F_KNOWN == 0 {
+            mask = direct_mask(slf.py(), &slf.get_type()) | F_KNOWN;
+            me.direct.store(mask, Ordering::Relaxed);
+        }
+        mask & flag != 0
+    }
+}
+
+/// Which of our descriptors `ty` still resolves to (not shadowed by a subclass).
+fn direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
+    let base = py.get_type::<Dispatcher>();
+    let Ok(base_dict) = base.getattr(intern!(py, "__dict__")) else {
+        return 0;
+    };
+    let mut mask = 0;
+    for (flag, public, private) in DESCRIPTORS {
+        let ours = base_dict.get_item(private).ok();
+        let seen = ty.getattr(public).ok();
+        match (ours, seen) {
+            (Some(a), Some(b)) if a.is(&b) => mask |= flag,
+            // Names the class does not expose (out_buffer on a plain dispatcher)
+            // are only ever touched through the private descriptor.
+            (Some(_), None) => mask |= flag,
+            _ => {}
+        }
+    }
+    mask
+}
+
+macro_rules! bool_attr {
+    ($get:ident, $set:ident, $flag:expr, $field:ident, $name:literal, $interest:expr) => {
+        pub fn $get(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
+            if Dispatcher::is_direct(slf, $flag) {
+                Ok(slf.get().st().$field)
+            } else {
+                slf.getattr(intern!(slf.py(), $name))?.is_truthy()
+            }
+        }
+
+        pub fn $set(slf: &Bound<'_, Dispatcher>, value: bool) -> PyResult<()> {
+            if Dispatcher::is_direct(slf, $flag) {
+                let me = slf.get();
+                let changed = std::mem::replace(&mut me.st().$field, value) != value;
+                if changed && $interest {
+                    me.notify.mark_dirty();
+                }
+                Ok(())
+            } else {
+                slf.setattr(intern!(slf.py(), $name), value)
+            }
+        }
+    };
+}
+
+bool_attr!(connected, set_connected, F_CONNECTED, connected, "connected", true);
+bool_attr!(accepting, set_accepting, F_ACCEPTING, accepting, "accepting", true);
+bool_attr!(connecting, set_connecting, F_CONNECTING, connecting, "connecting", false);
+
+/// `self.socket`.
+pub fn socket_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    if Dispatcher::is_direct(slf, F_SOCKET) {
+        Ok(opt_bound(py, slf.get().st().socket.as_ref()))
+    } else {
+        slf.getattr(intern!(py, "socket"))
+    }
+}
+
+/// `self.out_buffer`.
+pub fn out_buffer_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    if Dispatcher::is_direct(slf, F_OUT) {
+        match slf.get().st().out_buffer.as_ref() {
+            Some(b) => Ok(b.bind(py).clone()),
+            None => Err(missing_attr("out_buffer")),
+        }
+    } else {
+        slf.getattr(intern!(py, "out_buffer"))
+    }
+}
+
+pub fn set_out_buffer(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    if Dispatcher::is_direct(slf, F_OUT) {
+        store_out_buffer(slf.get(), value);
+        Ok(())
+    } else {
+        slf.setattr(intern!(slf.py(), "out_buffer"), value)
+    }
+}
+
+fn store_out_buffer(me: &Dispatcher, value: &Bound<'_, PyAny>) {
+    let is_empty = |o: &Bound<'_, PyAny>| o.len().map_or(false, |n| n == 0);
+    let now_empty = is_empty(value);
+    let old = me.st().out_buffer.replace(value.clone().unbind());
+    let was_empty = old.is_none_or(|o| is_empty(o.bind(value.py())));
+    if was_empty != now_empty {
+        me.notify.mark_dirty();
+    }
+}
+
+/// `self.producer_fifo`.
+pub fn producer_fifo_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    if Dispatcher::is_direct(slf, F_FIFO) {
+        match slf.get().st().producer_fifo.as_ref() {
+            Some(f) => Ok(f.bind(py).clone()),
+            None => Err(missing_attr("producer_fifo")),
+        }
+    } else {
+        slf.getattr(intern!(py, "producer_fifo"))
+    }
+}
+
+pub fn set_producer_fifo(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    if Dispatcher::is_direct(slf, F_FIFO) {
+        store_producer_fifo(slf.get(), value);
+        Ok(())
+    } else {
+        slf.setattr(intern!(slf.py(), "producer_fifo"), value)
+    }
+}
+
+fn store_producer_fifo(me: &Dispatcher, value: &Bound<'_, PyAny>) {
+    if let Ok(f) = value.cast::<Fifo>() {
+        f.get().set_owner(Some(me.notify.clone()));
+    }
+    let old = me.st().producer_fifo.replace(value.clone().unbind());
+    if let Some(old) = old {
+        if let Ok(f) = old.bind(value.py()).cast::<Fifo>() {
+            f.get().set_owner(None);
+        }
+    }
+    me.notify.mark_dirty();
+}
+
+#[cold]
+fn missing_attr(name: &str) -> PyErr {
+    pyo3::exceptions::PyAttributeError::new_err(format!("object has no attribute '{name}'"))
+}
+
+fn opt_bound<'py>(py: Python<'py>, v: Option<&Py<PyAny>>) -> Bound<'py, PyAny> {
+    v.map_or_else(|| py.None().into_bound(py), |o| o.bind(py).clone())
+}
+
+#[pymethods]
+impl Dispatcher {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        Dispatcher {
+            st: Mutex::new(State::default()),
+            notify: Arc::new(ChannelNotify::default()),
+            direct: AtomicU16::new(0),
+        }
+    }
+
+    // ---- class attributes CPython defines on dispatcher ----
+    #[classattr]
+    fn debug() -> bool {
+        false
+    }
+    #[classattr]
+    fn closing() -> bool {
+        false
+    }
+    #[classattr]
+    fn addr(py: Python<'_>) -> Py<PyAny> {
+        py.None()
+    }
+    #[classattr]
+    fn ignore_log_types(py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(pyo3::types::PyFrozenSet::new(py, ["warning"])?
+            .into_any()
+            .unbind())
+    }
+
+    // ---- Rust-backed state ----
+    #[getter(connected)]
+    fn get_connected(&self) -> bool {
+        self.st().connected
+    }
+    #[setter(connected)]
+    fn set_connected_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        let v = v.is_truthy()?;
+        if std::mem::replace(&mut self.st().connected, v) != v {
+            self.notify.mark_dirty();
+        }
+        Ok(())
+    }
+    #[getter(accepting)]
+    fn get_accepting(&self) -> bool {
+        self.st().accepting
+    }
+    #[setter(accepting)]
+    fn set_accepting_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        let v = v.is_truthy()?;
+        if std::mem::replace(&mut self.st().accepting, v) != v {
+            self.notify.mark_dirty();
+        }
+        Ok(())
+    }
+    #[getter(connecting)]
+    fn get_connecting(&self) -> bool {
+        self.st().connecting
+    }
+    #[setter(connecting)]
+    fn set_connecting_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.st().connecting = v.is_truthy()?;
+        Ok(())
+    }
+    #[getter(socket)]
+    fn get_socket(&self, py: Python<'_>) -> Py<PyAny> {
+        self.st().socket.as_ref().map_or_else(|| py.None(), |s| s.clone_ref(py))
+    }
+    #[setter(socket)]
+    fn set_socket_attr(&self, v: Py<PyAny>) {
+        self.st().socket = Some(v);
+    }
+    #[getter(_fileno)]
+    fn get_fileno(&self, py: Python<'_>) -> Py<PyAny> {
+        self.st().fileno.as_ref().map_or_else(|| py.None(), |s| s.clone_ref(py))
+    }
+    #[setter(_fileno)]
+    fn set_fileno_attr(&self, v: Py<PyAny>) {
+        self.st().fileno = Some(v);
+    }
+    #[getter(_rs_out_buffer)]
+    fn get_out_buffer(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.st()
+            .out_buffer
+            .as_ref()
+            .map(|b| b.clone_ref(py))
+            .ok_or_else(|| missing_attr("out_buffer"))
+    }
+    #[setter(_rs_out_buffer)]
+    fn set_out_buffer_attr(&self, v: &Bound<'_, PyAny>) {
+        store_out_buffer(self, v);
+    }
+    #[getter(_rs_ac_in_buffer)]
+    fn get_ac_in_buffer<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.st().in_data())
+    }
+    #[setter(_rs_ac_in_buffer)]
+    fn set_ac_in_buffer(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = async_chat::bytes_like(v)?;
+        self.st().set_in_data(&bytes);
+        Ok(())
+    }
+    #[getter(_rs_producer_fifo)]
+    fn get_producer_fifo(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.st()
+            .producer_fifo
+            .as_ref()
+            .map(|b| b.clone_ref(py))
+            .ok_or_else(|| missing_attr("producer_fifo"))
+    }
+    #[setter(_rs_producer_fifo)]
+    fn set_producer_fifo_attr(&self, v: &Bound<'_, PyAny>) {
+        store_producer_fifo(self, v);
+    }
+
+    // ---- construction ----
+    #[pyo3(signature = (sock=None, map=None))]
+    fn __init__(
+        slf: &Bound<'_, Self>,
+        sock: Option<&Bound<'_, PyAny>>,
+        map: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        dispatcher_init(slf, sock, map)
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let py = slf.py();
+        let cls = slf.get_type();
+        let mut status = vec![format!(
+            "{}.{}",
+            cls.getattr(intern!(py, "__module__"))?.str()?,
+            cls.getattr(intern!(py, "__qualname__"))?.str()?
+        )];
+        let addr = slf.getattr(intern!(py, "addr"))?;
+        if accepting(slf)? && addr.is_truthy()? {
+            status.push("listening".into());
+        } else if connected(slf)? {
+            status.push("connected".into());
+        }
+        if !addr.is_none() {
+            match PyString::new(py, "%s:%d").rem(&addr) {
+                Ok(s) => status.push(s.str()?.to_string()),
+                Err(e) if e.is_instance_of::<PyTypeError>(py) => {
+                    status.push(addr.repr()?.to_string());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(format!("<{} at {:#x}>", status.join(" "), slf.as_ptr() as usize))
+    }
+
+    #[pyo3(signature = (map=None))]
+    fn add_channel(slf: &Bound<'_, Self>, map: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let map = match map {
+            Some(m) => m.clone(),
+            None => slf.getattr(intern!(py, "_map"))?,
+        };
+        let fd = slf.getattr(intern!(py, "_fileno"))?;
+        map.set_item(fd, slf)
+    }
+
+    #[pyo3(signature = (map=None))]
+    fn del_channel(slf: &Bound<'_, Self>, map: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let py = slf.py();
+        let fd = slf.getattr(intern!(py, "_fileno"))?;
+        let map = match map {
+            Some(m) => m.clone(),
+            None => slf.getattr(intern!(py, "_map"))?,
+        };
+        // Unregister from the poller before the socket can be closed (the
+        // polling crate's contract), then do what CPython does.
+        slf.get().notify.unregister();
+        if map.contains(&fd)? {
+            map.del_item(&fd)?;
+        }
+        slf.setattr(intern!(py, "_fileno"), py.None())
+    }
+
+    #[pyo3(signature = (family=None, r#type=None))]
+    fn create_socket(
+        slf: &Bound<'_, Self>,
+        family: Option<&Bound<'_, PyAny>>,
+        r#type: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        // CPython's defaults: socket.AF_INET, socket.SOCK_STREAM.
+        let family = match family {
+            Some(f) => f.clone(),
+            None => libc::AF_INET.into_pyobject(py)?.into_any(),
+        };
+        let r#type = match r#type {
+            Some(t) => t.clone(),
+            None => libc::SOCK_STREAM.into_pyobject(py)?.into_any(),
+        };
+        let (family, r#type) = (&family, &r#type);
+        slf.setattr(
+            intern!(py, "family_and_type"),
+            PyTuple::new(py, [family, r#type])?,
+        )?;
+        let socket_mod = global(py, intern!(py, "socket"))?;
+        let sock = socket_mod.call_method1(intern!(py, "socket"), (family, r#type))?;
+        sock.call_method1(intern!(py, "setblocking"), (false,))?;
+        slf.call_method1(intern!(py, "set_socket"), (sock,))?;
+        Ok(())
+    }
+
+    #[pyo3(signature = (sock, map=None))]
+    fn set_socket(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        map: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        slf.setattr(intern!(py, "socket"), sock)?;
+        let fd = sock.call_method0(intern!(py, "fileno"))?;
+        slf.setattr(intern!(py, "_fileno"), fd)?;
+        slf.call_method1(intern!(py, "add_channel"), (map,))?;
+        Ok(())
+    }
+
+    fn set_reuse_addr(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let attempt = || -> PyResult<()> {
+            let socket_mod = global(py, intern!(py, "socket"))?;
+            let level = socket_mod.getattr(intern!(py, "SOL_SOCKET"))?;
+            let opt = socket_mod.getattr(intern!(py, "SO_REUSEADDR"))?;
+            let sock = slf.getattr(intern!(py, "socket"))?;
+            let cur = sock.call_method1(intern!(py, "getsockopt"), (&level, &opt))?;
+            sock.call_method1(intern!(py, "setsockopt"), (&level, &opt, cur.bitor(1)?))?;
+            Ok(())
+        };
+        match attempt() {
+            Err(e) if e.is_instance_of::<PyOSError>(py) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn readable(&self) -> bool {
+        true
+    }
+
+    fn writable(&self) -> bool {
+        true
+    }
+
+    fn listen<'py>(slf: &Bound<'py, Self>, num: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        set_accepting(slf, true)?;
+        let mut num = num.clone();
+        if is_windows(py)? && num.gt(5)? {
+            num = 5i32.into_pyobject(py)?.into_any();
+        }
+        socket_of(slf)?.call_method1(intern!(py, "listen"), (num,))
+    }
+
+    fn bind<'py>(slf: &Bound<'py, Self>, addr: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        slf.setattr(intern!(py, "addr"), addr)?;
+        socket_of(slf)?.call_method1(intern!(py, "bind"), (addr,))
+    }
+
+    fn connect(slf: &Bound<'_, Self>, address: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        set_connected(slf, false)?;
+        set_connecting(slf, true)?;
+        let err: i32 = socket_of(slf)?
+            .call_method1(intern!(py, "connect_ex"), (address,))?
+            .extract()?;
+        if matches!(err, libc::EINPROGRESS | libc::EALREADY | libc::EWOULDBLOCK)
+            || (err == libc::EINVAL && is_windows(py)?)
+        {
+            return slf.setattr(intern!(py, "addr"), address);
+        }
+        if err == 0 || err == libc::EISCONN {
+            slf.setattr(intern!(py, "addr"), address)?;
+            slf.call_method0(intern!(py, "handle_connect_event"))?;
+            return Ok(());
+        }
+        let name = global(py, intern!(py, "errorcode"))?.get_item(err)?;
+        Err(os_error_with(py, err, &name.str()?.to_string()))
+    }
+
+    fn accept<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let pair = match socket_of(slf)?.call_method0(intern!(py, "accept")) {
+            Ok(p) => p,
+            Err(e) if e.is_instance_of::<PyTypeError>(py) => return Ok(py.None().into_bound(py)),
+            Err(e) => {
+                return match errno_of(py, &e) {
+                    Some(libc::EWOULDBLOCK | libc::ECONNABORTED) => Ok(py.None().into_bound(py)),
+                    _ => Err(e),
+                }
+            }
+        };
+        // `conn, addr = self.socket.accept()` sits inside CPython's try: a
+        // result that does not unpack raises TypeError, which it swallows.
+        match pair.extract::<(Bound<PyAny>, Bound<PyAny>)>() {
+            Ok((conn, addr)) => Ok(PyTuple::new(py, [conn, addr])?.into_any()),
+            Err(_) if pair.try_iter().is_err() => Ok(py.None().into_bound(py)),
+            Err(_) => {
+                let seq: Vec<Bound<PyAny>> = pair.try_iter()?.collect::<PyResult<_>>()?;
+                Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "{} values to unpack (expected 2)",
+                    if seq.len() > 2 { "too many" } else { "not enough" }
+                )))
+            }
+        }
+    }
+
+    fn send<'py>(slf: &Bound<'py, Self>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        dispatcher_send(slf, data)
+    }
+
+    fn recv<'py>(
+        slf: &Bound<'py, Self>,
+        buffer_size: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let sock = socket_of(slf)?;
+        match recv_bytes(py, &sock, buffer_size) {
+            Ok(data) if data.is_truthy()? => Ok(data),
+            Ok(_) => {
+                slf.call_method0(intern!(py, "handle_close"))?;
+                Ok(PyBytes::new(py, b"").into_any())
+            }
+            Err(e) => match errno_of(py, &e) {
+                Some(errno) if is_disconnect(py, errno)? => {
+                    slf.call_method0(intern!(py, "handle_close"))?;
+                    Ok(PyBytes::new(py, b"").into_any())
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        set_connected(slf, false)?;
+        set_accepting(slf, false)?;
+        set_connecting(slf, false)?;
+        slf.call_method0(intern!(py, "del_channel"))?;
+        let sock = socket_of(slf)?;
+        if !sock.is_none() {
+            if let Err(e) = sock.call_method0(intern!(py, "close")) {
+                if !matches!(errno_of(py, &e), Some(libc::ENOTCONN | libc::EBADF)) {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn log(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        let stderr = global(py, intern!(py, "sys"))?.getattr(intern!(py, "stderr"))?;
+        stderr.call_method1(intern!(py, "write"), (format!("log: {}\n", message.str()?),))?;
+        Ok(())
+    }
+
+    #[pyo3(signature = (message, r#type=None))]
+    fn log_info(
+        slf: &Bound<'_, Self>,
+        message: &Bound<'_, PyAny>,
+        r#type: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let kind = match r#type {
+            Some(t) => t.clone(),
+            None => PyString::new(py, "info").into_any(),
+        };
+        if !slf
+            .getattr(intern!(py, "ignore_log_types"))?
+            .contains(&kind)?
+        {
+            let line = format!("{}: {}", kind.str()?, message.str()?);
+            py.import("builtins")?.getattr(intern!(py, "print"))?.call1((line,))?;
+        }
+        Ok(())
+    }
+
+    fn handle_read_event(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        if accepting(slf)? {
+            slf.call_method0(intern!(py, "handle_accept"))?;
+        } else if !connected(slf)? {
+            if connecting(slf)? {
+                slf.call_method0(intern!(py, "handle_connect_event"))?;
+            }
+            slf.call_method0(intern!(py, "handle_read"))?;
+        } else {
+            slf.call_method0(intern!(py, "handle_read"))?;
+        }
+        Ok(())
+    }
+
+    fn handle_connect_event(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let err = so_error(slf)?;
+        if err.is_truthy()? {
+            let msg = crate::errors::strerror(py, &err)?;
+            let exc = py.get_type::<PyOSError>().call1((err, msg))?;
+            return Err(PyErr::from_value(exc));
+        }
+        slf.call_method0(intern!(py, "handle_connect"))?;
+        set_connected(slf, true)?;
+        set_connecting(slf, false)
+    }
+
+    fn handle_write_event(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        if accepting(slf)? {
+            // Accepting sockets shouldn't get a write event (CPython pretends
+            // it didn't happen).
+            return Ok(());
+        }
+        if !connected(slf)? && connecting(slf)? {
+            slf.call_method0(intern!(py, "handle_connect_event"))?;
+        }
+        slf.call_method0(intern!(py, "handle_write"))?;
+        Ok(())
+    }
+
+    fn handle_expt_event(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        if so_error(slf)?.is_truthy()? {
+            slf.call_method0(intern!(py, "handle_close"))?;
+        } else {
+            slf.call_method0(intern!(py, "handle_expt"))?;
+        }
+        Ok(())
+    }
+
+    fn handle_error(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let ct = global(py, intern!(py, "compact_traceback"))?.call0()?;
+        let (_nil, t, v, tbinfo): (Bound<PyAny>, Bound<PyAny>, Bound<PyAny>, Bound<PyAny>) =
+            ct.extract()?;
+        let self_repr = match slf.repr() {
+            Ok(r) => r.to_string(),
+            Err(_) => format!(
+                "<__repr__(self) failed for object at {:x}>",
+                slf.as_ptr() as usize
+            ),
+        };
+        let msg = format!(
+            "uncaptured python exception, closing channel {} ({}:{} {})",
+            self_repr,
+            t.str()?,
+            v.str()?,
+            tbinfo.str()?
+        );
+        slf.call_method1(intern!(py, "log_info"), (msg, "error"))?;
+        slf.call_method0(intern!(py, "handle_close"))?;
+        Ok(())
+    }
+
+    fn handle_expt(slf: &Bound<'_, Self>) -> PyResult<()> {
+        warn_unhandled(slf, "unhandled incoming priority event")
+    }
+
+    fn handle_read(slf: &Bound<'_, Self>) -> PyResult<()> {
+        warn_unhandled(slf, "unhandled read event")
+    }
+
+    fn handle_write(slf: &Bound<'_, Self>) -> PyResult<()> {
+        warn_unhandled(slf, "unhandled write event")
+    }
+
+    fn handle_connect(slf: &Bound<'_, Self>) -> PyResult<()> {
+        warn_unhandled(slf, "unhandled connect event")
+    }
+
+    fn handle_accept(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let pair = slf.call_method0(intern!(py, "accept"))?;
+        if !pair.is_none() {
+            let args = pair.try_iter()?.collect::<PyResult<Vec<_>>>()?;
+            slf.call_method1(intern!(py, "handle_accepted"), PyTuple::new(py, args)?)?;
+        }
+        Ok(())
+    }
+
+    fn handle_accepted(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        addr: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let _ = addr;
+        sock.call_method0(intern!(slf.py(), "close"))?;
+        warn_unhandled(slf, "unhandled accepted event")
+    }
+
+    fn handle_close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        warn_unhandled(slf, "unhandled close event")?;
+        slf.call_method0(intern!(slf.py(), "close"))?;
+        Ok(())
+    }
+
+    // ---- dispatcher_with_send ----
+    #[pyo3(signature = (sock=None, map=None))]
+    fn _ws_init(
+        slf: &Bound<'_, Self>,
+        sock: Option<&Bound<'_, PyAny>>,
+        map: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        dispatcher_init(slf, sock, map)?;
+        set_out_buffer(slf, PyBytes::new(slf.py(), b"").as_any())
+    }
+
+    fn _ws_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let buf = out_buffer_of(slf)?;
+        let chunk = if buf.len()? > 65536 {
+            buf.get_item(pyo3::types::PySlice::new(py, 0, 65536, 1))?
+        } else {
+            // `buf[:65536]` of a short bytes object is the object itself.
+            buf.get_item(pyo3::types::PySlice::full(py))?
+        };
+        let num_sent = dispatcher_send(slf, &chunk)?;
+        let rest = slice_from(&out_buffer_of(slf)?, &num_sent)?;
+        set_out_buffer(slf, &rest)
+    }
+
+    fn _ws_handle_write(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.call_method0(intern!(slf.py(), "initiate_send"))?;
+        Ok(())
+    }
+
+    fn _ws_writable<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        if !connected(slf)? {
+            return Ok(true.into_pyobject(py)?.to_owned().into_any());
+        }
+        Ok(out_buffer_of(slf)?.len()?.into_pyobject(py)?.into_any())
+    }
+
+    fn _ws_send(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        if slf.getattr(intern!(py, "debug"))?.is_truthy()? {
+            let msg = format!("sending {}", data.repr()?);
+            slf.call_method1(intern!(py, "log_info"), (msg,))?;
+        }
+        let buf = out_buffer_of(slf)?;
+        let joined = if buf.len().is_ok_and(|n| n == 0) && data.is_exact_instance_of::<PyBytes>()
+        {
+            data.clone()
+        } else {
+            buf.add(data)?
+        };
+        set_out_buffer(slf, &joined)?;
+        slf.call_method0(intern!(py, "initiate_send"))?;
+        Ok(())
+    }
+
+    // ---- async_chat ----
+    #[pyo3(signature = (sock=None, map=None))]
+    fn _ac_init(
+        slf: &Bound<'_, Self>,
+        sock: Option<&Bound<'_, PyAny>>,
+        map: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        async_chat::init(slf)?;
+        dispatcher_init(slf, sock, map)
+    }
+    fn _ac_collect_incoming_data(&self, _data: &Bound<'_, PyAny>) -> PyResult<()> {
+        Err(pyo3::exceptions::PyNotImplementedError::new_err("must be implemented in subclass"))
+    }
+    fn _ac_found_terminator(&self) -> PyResult<()> {
+        Err(pyo3::exceptions::PyNotImplementedError::new_err("must be implemented in subclass"))
+    }
+    #[pyo3(name = "_ac__collect_incoming_data")]
+    fn ac_private_collect_incoming_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        slf.getattr(intern!(slf.py(), "incoming"))?
+            .call_method1(intern!(slf.py(), "append"), (data,))?;
+        Ok(())
+    }
+    #[pyo3(name = "_ac__get_data")]
+    fn ac_private_get_data<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        async_chat::get_data(slf)
+    }
+    fn _ac_set_terminator(slf: &Bound<'_, Self>, term: &Bound<'_, PyAny>) -> PyResult<()> {
+        async_chat::set_terminator(slf, term)
+    }
+    fn _ac_get_terminator<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.getattr(intern!(slf.py(), "terminator"))
+    }
+    fn _ac_handle_read(slf: &Bound<'_, Self>) -> PyResult<()> {
+        async_chat::handle_read(slf)
+    }
+    fn _ac_handle_write(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.call_method0(intern!(slf.py(), "initiate_send"))?;
+        Ok(())
+    }
+    fn _ac_handle_close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.call_method0(intern!(slf.py(), "close"))?;
+        Ok(())
+    }
+    fn _ac_push(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        async_chat::push(slf, data)
+    }
+    fn _ac_push_with_producer(slf: &Bound<'_, Self>, producer: &Bound<'_, PyAny>) -> PyResult<()> {
+        crate::fifo::append(&producer_fifo_of(slf)?, producer)?;
+        slf.call_method0(intern!(slf.py(), "initiate_send"))?;
+        Ok(())
+    }
+    fn _ac_readable(&self) -> i32 {
+        1
+    }
+    fn _ac_writable<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let fifo = producer_fifo_of(slf)?;
+        if fifo.is_truthy()? {
+            return Ok(fifo);
+        }
+        Ok((!connected(slf)?).into_pyobject(slf.py())?.to_owned().into_any())
+    }
+    fn _ac_close_when_done(slf: &Bound<'_, Self>) -> PyResult<()> {
+        crate::fifo::append(&producer_fifo_of(slf)?, &slf.py().None().into_bound(slf.py()))
+    }
+    fn _ac_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
+        async_chat::initiate_send(slf)
+    }
+    fn _ac_discard_buffers(slf: &Bound<'_, Self>) -> PyResult<()> {
+        async_chat::discard_buffers(slf)
+    }
+}
+
+/// CPython's `dispatcher.__init__(self, sock=None, map=None)`.
+fn dispatcher_init(
+    slf: &Bound<'_, Dispatcher>,
+    sock: Option<&Bound<'_, PyAny>>,
+    map: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let py = slf.py();
+    let the_map = match map {
+        Some(m) => m.clone(),
+        None => global(py, intern!(py, "socket_map"))?,
+    };
+    slf.setattr(intern!(py, "_map"), the_map)?;
+    slf.setattr(intern!(py, "_fileno"), py.None())?;
+    let sock = match sock {
+        Some(s) if s.is_truthy()? => s,
+        _ => return slf.setattr(intern!(py, "socket"), py.None()),
+    };
+    // Set to non-blocking just to make sure, for sockets from a blocking source.
+    sock.call_method1(intern!(py, "setblocking"), (false,))?;
+    slf.call_method1(intern!(py, "set_socket"), (sock, map))?;
+    set_connected(slf, true)?;
+    match sock.call_method0(intern!(py, "getpeername")) {
+        Ok(addr) => slf.setattr(intern!(py, "addr"), addr),
+        Err(e) => match errno_of(py, &e) {
+            Some(libc::ENOTCONN | libc::EINVAL) => set_connected(slf, false),
+            Some(_) => {
+                slf.call_method1(intern!(py, "del_channel"), (map,))?;
+                Err(e)
+            }
+            None => Err(e),
+        },
+    }
+}
+
+/// The base `dispatcher.send`, whatever a subclass made of `send`.
+pub fn dispatcher_send<'py>(
+    slf: &Bound<'py, Dispatcher>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    let sock = socket_of(slf)?;
+    match send_obj(py, &sock, data) {
+        Ok(n) => Ok(n),
+        Err(e) => match errno_of(py, &e) {
+            Some(libc::EWOULDBLOCK) => Ok(0i32.into_pyobject(py)?.into_any()),
+            Some(errno) if is_disconnect(py, errno)? => {
+                slf.call_method0(intern!(py, "handle_close"))?;
+                Ok(0i32.into_pyobject(py)?.into_any())
+            }
+            _ => Err(e),
+        },
+    }
+}
+
+/// `obj[start:]`.
+pub fn slice_from<'py>(
+    obj: &Bound<'py, PyAny>,
+    start: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let slice = py
+        .import("builtins")?
+        .getattr(intern!(py, "slice"))?
+        .call1((start, py.None()))?;
+    obj.get_item(slice)
+}
+
+fn so_error<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    let socket_mod = global(py, intern!(py, "socket"))?;
+    let level = socket_mod.getattr(intern!(py, "SOL_SOCKET"))?;
+    let opt = socket_mod.getattr(intern!(py, "SO_ERROR"))?;
+    socket_of(slf)?.call_method1(intern!(py, "getsockopt"), (level, opt))
+}
+
+fn warn_unhandled(slf: &Bound<'_, Dispatcher>, what: &str) -> PyResult<()> {
+    slf.call_method1(intern!(slf.py(), "log_info"), (what, "warning"))?;
+    Ok(())
+}
+
+fn is_windows(py: Python<'_>) -> PyResult<bool> {
+    let name = global(py, intern!(py, "os"))?.getattr(intern!(py, "name"))?;
+    name.eq("nt")
+}
+
+/// Whether `obj.<public>` resolves to our Rust method registered as `<private>`
+/// on `dispatcher` (not overridden by a subclass, nor in the instance dict).
+/// Both lookups hit CPython's type attribute cache.
+pub fn has_builtin(
+    obj: &Bound<'_, PyAny>,
+    public: &Bound<'_, PyString>,
+    private: &Bound<'_, PyString>,
+) -> bool {
+    let py = obj.py();
+    let Ok(ours) = py.get_type::<Dispatcher>().getattr(private) else {
+        return false;
+    };
+    let Ok(seen) = obj.get_type().getattr(public) else {
+        return false;
+    };
+    if !seen.is(&ours) {
+        return false;
+    }
+    match obj.getattr(intern!(py, "__dict__")) {
+        Ok(d) => d
+            .cast::<PyDict>()
+            .map_or(true, |d| !d.contains(public).unwrap_or(true)),
+        Err(_) => true,
+    }
+}

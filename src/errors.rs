@@ -1,0 +1,168 @@
+//! Exceptions: OSError construction, errno tests, running `handle_error` inside
+//! an "except" block the way CPython does, `compact_traceback` and `_strerror`.
+//! Everything here is off the hot path.
+
+use pyo3::exceptions::{PyAssertionError, PyOSError, PyOverflowError, PyValueError};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString, PyTuple};
+
+use crate::module_state::{global, state};
+
+/// `OSError(err, os.strerror(err))`, which Python turns into the errno's subclass
+/// (ConnectionResetError, BlockingIOError...), as the socket module raises it.
+#[cold]
+pub fn os_error(py: Python<'_>, errno: i32) -> PyErr {
+    let msg = std::io::Error::from_raw_os_error(errno).to_string();
+    // Rust appends " (os error N)"; Python's message is the bare strerror.
+    let msg = msg.rsplit_once(" (os error").map_or(msg.as_str(), |(m, _)| m).to_owned();
+    os_error_with(py, errno, &msg)
+}
+
+#[cold]
+pub fn os_error_with(py: Python<'_>, errno: i32, msg: &str) -> PyErr {
+    match py.get_type::<PyOSError>().call1((errno, msg)) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+/// The `errno` of an OSError, or None for anything else.
+pub fn errno_of(py: Python<'_>, err: &PyErr) -> Option<i32> {
+    if !err.is_instance_of::<PyOSError>(py) {
+        return None;
+    }
+    err.value(py)
+        .getattr(intern!(py, "errno"))
+        .ok()
+        .and_then(|e| e.extract::<i32>().ok())
+}
+
+/// Whether `err` is one of `asyncore._reraised_exceptions` (read at call time).
+pub fn is_reraised(py: Python<'_>, err: &PyErr) -> PyResult<bool> {
+    let reraised = global(py, intern!(py, "_reraised_exceptions"))?;
+    err.value(py).is_instance(&reraised)
+}
+
+/// Whether `errno` is in `asyncore._DISCONNECTED` (read at call time).
+pub fn is_disconnect(py: Python<'_>, errno: i32) -> PyResult<bool> {
+    global(py, intern!(py, "_DISCONNECTED"))?.contains(errno)
+}
+
+/// Calls `obj.<method>()` with `err` set as the exception being handled, as
+/// CPython does from its `except:` blocks: `sys.exc_info()`,
+/// `compact_traceback()` and a bare `raise` work inside it.
+#[cold]
+pub fn call_in_except(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    method: &Bound<'_, PyString>,
+    err: PyErr,
+) -> PyResult<()> {
+    let err = ensure_traceback(py, err);
+    let value = err.value(py);
+    let tb = err.traceback(py).map(Bound::unbind);
+    let _guard = ExcInfoGuard::set(py, value, tb.as_ref().map(|t| t.bind(py).as_any()));
+    obj.call_method0(method).map(drop)
+}
+
+/// An exception raised in Rust has no traceback; CPython's always has one
+/// (it is caught in a Python frame). Give it one through a tiny Python helper.
+fn ensure_traceback(py: Python<'_>, err: PyErr) -> PyErr {
+    if err.traceback(py).is_some() {
+        return err;
+    }
+    let Ok(st) = state(py) else { return err };
+    match st.attach_traceback.bind(py).call1((err.value(py),)) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(_) => err,
+    }
+}
+
+/// Sets the "currently handled" exception and restores the previous one on drop.
+struct ExcInfoGuard {
+    saved: (*mut ffi::PyObject, *mut ffi::PyObject, *mut ffi::PyObject),
+}
+
+impl ExcInfoGuard {
+    fn set(py: Python<'_>, value: &Bound<'_, PyAny>, tb: Option<&Bound<'_, PyAny>>) -> Self {
+        let _ = py;
+        let mut saved = (
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        );
+        // SAFETY: the GIL is held; PyErr_GetExcInfo hands us new references that
+        // PyErr_SetExcInfo takes back in Drop. SetExcInfo steals its arguments.
+        unsafe {
+            ffi::PyErr_GetExcInfo(&mut saved.0, &mut saved.1, &mut saved.2);
+            let t = ffi::Py_TYPE(value.as_ptr()).cast::<ffi::PyObject>();
+            ffi::Py_IncRef(t);
+            ffi::Py_IncRef(value.as_ptr());
+            let tb_ptr = tb.map_or(std::ptr::null_mut(), |tb| {
+                ffi::Py_IncRef(tb.as_ptr());
+                tb.as_ptr()
+            });
+            ffi::PyErr_SetExcInfo(t, value.as_ptr(), tb_ptr);
+        }
+        ExcInfoGuard { saved }
+    }
+}
+
+impl Drop for ExcInfoGuard {
+    fn drop(&mut self) {
+        // SAFETY: created with the GIL held and dropped in the same scope.
+        unsafe { ffi::PyErr_SetExcInfo(self.saved.0, self.saved.1, self.saved.2) };
+    }
+}
+
+/// `asyncore.compact_traceback()`: `((file, function, line), t, v, info)`.
+#[pyfunction]
+pub fn compact_traceback(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+    let sys = py.import("sys")?;
+    let info = sys.call_method0(intern!(py, "exc_info"))?;
+    let (t, v, tb): (Bound<PyAny>, Bound<PyAny>, Bound<PyAny>) = info.extract()?;
+    if !tb.is_truthy()? {
+        return Err(PyAssertionError::new_err("traceback does not exist"));
+    }
+    let entries = PyList::empty(py);
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = tb;
+    while cur.is_truthy()? {
+        let code = cur
+            .getattr(intern!(py, "tb_frame"))?
+            .getattr(intern!(py, "f_code"))?;
+        let file = code.getattr(intern!(py, "co_filename"))?;
+        let name = code.getattr(intern!(py, "co_name"))?;
+        let line = cur.getattr(intern!(py, "tb_lineno"))?.str()?;
+        parts.push(format!("[{}|{}|{}]", file.str()?, name.str()?, line));
+        entries.append((file, name, line))?;
+        cur = cur.getattr(intern!(py, "tb_next"))?;
+    }
+    let last = entries.get_item(entries.len() - 1)?;
+    PyTuple::new(py, [last, t, v, PyString::new(py, &parts.join(" ")).into_any()])
+}
+
+/// `asyncore._strerror(err)`.
+#[pyfunction]
+#[pyo3(name = "_strerror")]
+pub fn strerror<'py>(py: Python<'py>, err: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let os = global(py, intern!(py, "os"))?;
+    match os.call_method1(intern!(py, "strerror"), (err,)) {
+        Ok(s) => Ok(s),
+        Err(e)
+            if e.is_instance_of::<PyValueError>(py)
+                || e.is_instance_of::<PyOverflowError>(py)
+                || e.is_instance_of::<pyo3::exceptions::PyNameError>(py) =>
+        {
+            let errorcode = global(py, intern!(py, "errorcode"))?;
+            if errorcode.contains(err)? {
+                errorcode.get_item(err)
+            } else {
+                Ok(PyString::new(py, &format!("Unknown error {}", err.str()?)).into_any())
+            }
+        }
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,1081 @@
+//! `loop()`, `poll()` (the select path), `poll2()` (the poll path) and the
+//! per-event helpers, on the polling crate (epoll, level-triggered).
+//!
+//! CPython rebuilds the whole poll set every pass, calling `readable()` and
+//! `writable()` on every channel. Here a `LoopState` per map keeps the poller
+//! and its registrations across passes and changes them only where something
+//! changed: map entries written (tracked by `SocketMap`, or found by comparing
+//! a plain dict with the last pass), channels whose interest state changed
+//! (they tell us through `ChannelNotify`), and channels whose `readable()` /
+//! `writable()` are Python overrides (called every pass, as CPython does).
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use polling::{Event, Events, PollMode, Poller};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyFloat, PyInt, PyList, PyString};
+
+use crate::dispatcher::{accepting, connected, has_builtin, out_buffer_of, producer_fifo_of};
+use crate::dispatcher::{Dispatcher, F_ACCEPTING, F_CONNECTED, F_FIFO, F_OUT};
+use crate::errors::{call_in_except, errno_of, is_disconnect, is_reraised, os_error};
+use crate::fifo::Fifo;
+use crate::module_state::{global, state};
+
+// poll(2) flag values, as `select.POLL*` has them on Linux.
+const POLLIN: u32 = 0x001;
+const POLLPRI: u32 = 0x002;
+const POLLOUT: u32 = 0x004;
+const POLLERR: u32 = 0x008;
+const POLLHUP: u32 = 0x010;
+const POLLNVAL: u32 = 0x020;
+
+// Registration interest bits.
+const WANT_R: u8 = 1;
+const WANT_W: u8 = 2;
+const WANT_P: u8 = 4;
+
+/// Longest single wait with the GIL released: polling retries EINTR itself, so
+/// we come back this often to let Python run signal handlers (Ctrl-C).
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ------------------------------------------------------------ notifications
+
+/// Shared between a loop state and the channels registered in it.
+pub struct LoopShared {
+    poller: Poller,
+    /// fds of tracked channels whose interest state changed.
+    dirty: Mutex<Vec<RawFd>>,
+    /// fds whose channel unregistered itself (del_channel) before closing.
+    gone: Mutex<Vec<RawFd>>,
+}
+
+/// A channel's link to the loop that polls it.
+#[derive(Default)]
+pub struct ChannelNotify {
+    dirty: AtomicBool,
+    sink: Mutex<Option<(Arc<LoopShared>, RawFd)>>,
+}
+
+impl ChannelNotify {
+    /// The channel's poll interest may have changed.
+    pub fn mark_dirty(&self) {
+        if !self.dirty.swap(true, Ordering::Relaxed) {
+            if let Some((shared, fd)) = &*lock(&self.sink) {
+                lock(&shared.dirty).push(*fd);
+            }
+        }
+    }
+
+    /// Leaves the poller now, before the socket can be closed (the polling
+    /// crate's contract: an fd must be deleted before it is closed).
+    pub fn unregister(&self) {
+        if let Some((shared, fd)) = lock(&self.sink).take() {
+            // SAFETY: fd is the channel's registered, still-open descriptor.
+            let _ = shared.poller.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+            lock(&shared.gone).push(fd);
+        }
+    }
+
+    fn attach(&self, shared: &Arc<LoopShared>, fd: RawFd) {
+        *lock(&self.sink) = Some((shared.clone(), fd));
+        self.dirty.store(false, Ordering::Relaxed);
+    }
+
+    fn detach(&self, shared: &Arc<LoopShared>) {
+        let mut sink = lock(&self.sink);
+        if sink.as_ref().is_some_and(|(s, _)| Arc::ptr_eq(s, shared)) {
+            *sink = None;
+        }
+    }
+}
+
+// ------------------------------------------------------------ loop state
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Select,
+    Poll,
+}
+
+enum MapKind {
+    /// Our `SocketMap`: it lists the keys written since the last pass.
+    Tracked(Py<PyList>),
+    /// A dict: compared entry by entry with the last pass (pointer equality).
+    Dict,
+    /// Any other mapping: re-read in full every pass.
+    Other,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    /// Registered with epoll (or not, when `want` is empty).
+    Epoll,
+    /// epoll refuses regular files (EPERM); poll() calls them always ready.
+    AlwaysReady,
+    /// The fd is not open: select() raises EBADF, poll() reports POLLNVAL.
+    Invalid,
+}
+
+struct Reg {
+    key: Py<PyAny>,
+    obj: Py<PyAny>,
+    /// Some for channels whose interest Rust tracks; None: asked every pass.
+    notify: Option<Arc<ChannelNotify>>,
+    want: u8,
+    in_kernel: bool,
+    kernel: Kernel,
+}
+
+struct LoopState {
+    map: Py<PyAny>,
+    kind: MapKind,
+    mode: Mode,
+    persistent: bool,
+    fresh: bool,
+    shared: Arc<LoopShared>,
+    regs: HashMap<RawFd, Reg>,
+    snapshot: Vec<(usize, usize)>,
+    events: Events,
+}
+
+impl LoopState {
+    fn new(py: Python<'_>, map: &Bound<'_, PyAny>, mode: Mode, persistent: bool) -> PyResult<Self> {
+        let kind = if map.get_type().hasattr(intern!(py, "_asyncore_rs_tracked"))? {
+            let touched = map.getattr(intern!(py, "_touched"))?;
+            MapKind::Tracked(touched.cast_into::<PyList>()?.unbind())
+        } else if map.is_instance_of::<PyDict>() {
+            MapKind::Dict
+        } else {
+            MapKind::Other
+        };
+        let poller = Poller::new().map_err(|e| os_error(py, e.raw_os_error().unwrap_or(0)))?;
+        Ok(LoopState {
+            map: map.clone().unbind(),
+            kind,
+            mode,
+            persistent,
+            fresh: true,
+            shared: Arc::new(LoopShared {
+                poller,
+                dirty: Mutex::new(Vec::new()),
+                gone: Mutex::new(Vec::new()),
+            }),
+            regs: HashMap::new(),
+            snapshot: Vec::new(),
+            events: Events::with_capacity(NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN)),
+        })
+    }
+
+    // ---------------- bringing registrations up to date
+
+    fn sync(&mut self, py: Python<'_>, mode: Mode) -> PyResult<()> {
+        let map = self.map.bind(py).clone();
+        if mode != self.mode {
+            self.mode = mode;
+            self.fresh = true;
+        }
+        let full = self.fresh || self.membership_changed(py, &map)?;
+        if full {
+            self.full_resync(py, &map)?;
+            self.fresh = false;
+        }
+        let gone = std::mem::take(&mut *lock(&self.shared.gone));
+        for fd in gone {
+            if let Some(reg) = self.regs.get_mut(&fd) {
+                reg.in_kernel = false;
+                reg.want = 0;
+                let key = reg.key.clone_ref(py);
+                self.examine(py, &map, key.bind(py), true)?;
+            }
+        }
+        let dirty = std::mem::take(&mut *lock(&self.shared.dirty));
+        for fd in dirty {
+            if let Some(reg) = self.regs.get(&fd) {
+                let key = reg.key.clone_ref(py);
+                self.examine(py, &map, key.bind(py), true)?;
+            }
+        }
+        self.refresh_untracked(py)
+    }
+
+    /// Whether entries were added, removed or replaced; for a tracked map the
+    /// written keys are examined here directly.
+    fn membership_changed(&mut self, py: Python<'_>, map: &Bound<'_, PyAny>) -> PyResult<bool> {
+        match &self.kind {
+            MapKind::Tracked(touched) => {
+                let touched = touched.bind(py).clone();
+                if touched.is_empty() {
+                    return Ok(false);
+                }
+                let keys: Vec<Bound<PyAny>> = touched.iter().collect();
+                touched.del_slice(0, keys.len())?;
+                if keys.iter().any(|k| k.is(map)) {
+                    return Ok(true);
+                }
+                for key in keys {
+                    self.examine(py, map, &key, false)?;
+                }
+                Ok(false)
+            }
+            MapKind::Dict => Ok(!self.dict_unchanged(map)),
+            MapKind::Other => Ok(true),
+        }
+    }
+
+    /// Compares the dict's (key, value) pointers with the last pass's. Our
+    /// registrations hold references to both, so a pointer cannot be reused.
+    fn dict_unchanged(&self, map: &Bound<'_, PyAny>) -> bool {
+        let mut i = 0;
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut k: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut v: *mut ffi::PyObject = std::ptr::null_mut();
+        // SAFETY: map is a dict (MapKind::Dict) and the GIL is held; PyDict_Next
+        // returns borrowed references we only compare.
+        while unsafe { ffi::PyDict_Next(map.as_ptr(), &mut pos, &mut k, &mut v) } != 0 {
+            if self.snapshot.get(i) != Some(&(k as usize, v as usize)) {
+                return false;
+            }
+            i += 1;
+        }
+        i == self.snapshot.len()
+    }
+
+    fn full_resync(&mut self, py: Python<'_>, map: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let MapKind::Tracked(touched) = &self.kind {
+            let touched = touched.bind(py);
+            touched.del_slice(0, touched.len())?;
+        }
+        let items: Vec<(Bound<PyAny>, Bound<PyAny>)> = map
+            .call_method0(intern!(py, "items"))?
+            .try_iter()?
+            .map(|kv| kv.and_then(|kv| kv.extract()))
+            .collect::<PyResult<_>>()?;
+        self.snapshot.clear();
+        let mut seen: HashMap<RawFd, ()> = HashMap::with_capacity(items.len());
+        for (key, obj) in &items {
+            self.snapshot.push((key.as_ptr() as usize, obj.as_ptr() as usize));
+            if let Some(fd) = self.place(py, key, obj, true)? {
+                seen.insert(fd, ());
+            }
+        }
+        let stale: Vec<RawFd> = self
+            .regs
+            .keys()
+            .filter(|fd| !seen.contains_key(fd))
+            .copied()
+            .collect();
+        for fd in stale {
+            self.remove(fd);
+        }
+        Ok(())
+    }
+
+    /// Re-reads one key of the map and brings its registration up to date.
+    fn examine(
+        &mut self,
+        py: Python<'_>,
+        map: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+        recheck: bool,
+    ) -> PyResult<()> {
+        match map_get(map, key)? {
+            Some(obj) => {
+                self.place(py, key, &obj, recheck)?;
+            }
+            None => {
+                if let Ok(fd) = as_fd(key) {
+                    if self.regs.get(&fd).is_some_and(|r| r.key.bind(py).eq(key).unwrap_or(false)) {
+                        self.remove(fd);
+                    }
+                }
+            }
+        }
+        if let MapKind::Dict = self.kind {
+            self.fresh = true; // the snapshot is stale: rebuild it next pass
+        }
+        Ok(())
+    }
+
+    /// Registers `obj` under `key`, or refreshes its registration. Returns the fd.
+    fn place(
+        &mut self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        obj: &Bound<'_, PyAny>,
+        recheck: bool,
+    ) -> PyResult<Option<RawFd>> {
+        let fd = match as_fd(key) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // select()/poll() only see keys of channels that want events.
+                return if interest(py, obj, self.mode)? == 0 { Ok(None) } else { Err(e) };
+            }
+        };
+        let same = self.regs.get(&fd).is_some_and(|r| r.obj.bind(py).is(obj));
+        if same {
+            if recheck {
+                self.refresh_one(py, fd, obj)?;
+            }
+            return Ok(Some(fd));
+        }
+        if self.regs.contains_key(&fd) {
+            self.remove(fd);
+        }
+        if fd < 0 {
+            if interest(py, obj, self.mode)? == 0 {
+                return Ok(None);
+            }
+            return Err(PyValueError::new_err(format!(
+                "file descriptor cannot be a negative integer ({fd})"
+            )));
+        }
+        let notify = if self.persistent { trackable(py, obj)? } else { None };
+        if let Some(n) = &notify {
+            n.attach(&self.shared, fd);
+        }
+        let want = interest(py, obj, self.mode)?;
+        self.regs.insert(
+            fd,
+            Reg {
+                key: key.clone().unbind(),
+                obj: obj.clone().unbind(),
+                notify,
+                want: 0,
+                in_kernel: false,
+                kernel: Kernel::Epoll,
+            },
+        );
+        self.apply(py, fd, want)?;
+        Ok(Some(fd))
+    }
+
+    /// A tracked channel told us its state changed: re-derive its interest
+    /// (and whether it is still trackable).
+    fn refresh_one(&mut self, py: Python<'_>, fd: RawFd, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let Some(reg) = self.regs.get_mut(&fd) {
+            if let Some(n) = &reg.notify {
+                n.dirty.store(false, Ordering::Relaxed);
+                if trackable(py, obj)?.is_none() {
+                    n.detach(&self.shared);
+                    reg.notify = None;
+                }
+            }
+        }
+        let want = interest(py, obj, self.mode)?;
+        self.apply(py, fd, want)
+    }
+
+    /// Channels whose readable()/writable() are Python: asked every pass.
+    fn refresh_untracked(&mut self, py: Python<'_>) -> PyResult<()> {
+        let fds: Vec<(RawFd, Py<PyAny>)> = self
+            .regs
+            .iter()
+            .filter(|(_, r)| r.notify.is_none())
+            .map(|(fd, r)| (*fd, r.obj.clone_ref(py)))
+            .collect();
+        for (fd, obj) in fds {
+            let want = interest(py, obj.bind(py), self.mode)?;
+            self.apply(py, fd, want)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, py: Python<'_>, fd: RawFd, want: u8) -> PyResult<()> {
+        let Some(reg) = self.regs.get_mut(&fd) else {
+            return Ok(());
+        };
+        if reg.kernel != Kernel::Epoll || (reg.want == want && reg.in_kernel == (want != 0)) {
+            reg.want = want;
+            return Ok(());
+        }
+        let poller = &self.shared.poller;
+        // SAFETY: fd belongs to a channel in the map; it is deleted from the
+        // poller before removal (remove/unregister), and stale numbers are
+        // re-added fresh (a failing modify falls back to add).
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let result = if want == 0 {
+            let _ = poller.delete(borrowed);
+            reg.in_kernel = false;
+            Ok(())
+        } else if reg.in_kernel {
+            match poller.modify_with_mode(borrowed, event(fd, want), PollMode::Level) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => unsafe {
+                    poller.add_with_mode(fd, event(fd, want), PollMode::Level)
+                },
+                other => other,
+            }
+        } else {
+            match unsafe { poller.add_with_mode(fd, event(fd, want), PollMode::Level) } {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    poller.modify_with_mode(borrowed, event(fd, want), PollMode::Level)
+                }
+                other => other,
+            }
+        };
+        reg.want = want;
+        match result {
+            Ok(()) => {
+                reg.in_kernel = want != 0;
+                Ok(())
+            }
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EPERM) => {
+                    reg.kernel = Kernel::AlwaysReady;
+                    Ok(())
+                }
+                Some(libc::EBADF) => {
+                    reg.kernel = Kernel::Invalid;
+                    Ok(())
+                }
+                errno => Err(os_error(py, errno.unwrap_or(libc::EIO))),
+            },
+        }
+    }
+
+    fn remove(&mut self, fd: RawFd) {
+        if let Some(reg) = self.regs.remove(&fd) {
+            if reg.in_kernel {
+                // SAFETY: see apply(); failure means the fd is already gone.
+                let _ = self.shared.poller.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+            }
+            if let Some(n) = reg.notify {
+                n.detach(&self.shared);
+            }
+        }
+    }
+
+    fn has_interest(&self) -> bool {
+        self.regs.values().any(|r| r.want != 0)
+    }
+
+    // ---------------- waiting
+
+    /// Waits for events with the GIL released; returns (fd, poll flags) pairs.
+    fn wait(&mut self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<Vec<(RawFd, u32)>> {
+        let mut ready = Vec::new();
+        for (fd, reg) in &self.regs {
+            match reg.kernel {
+                Kernel::AlwaysReady if reg.want != 0 => {
+                    let mut f = 0;
+                    if reg.want & WANT_R != 0 {
+                        f |= POLLIN;
+                    }
+                    if reg.want & WANT_W != 0 {
+                        f |= POLLOUT;
+                    }
+                    ready.push((*fd, f));
+                }
+                Kernel::Invalid if reg.want != 0 => ready.push((*fd, POLLNVAL)),
+                _ => {}
+            }
+        }
+        let timeout = if ready.is_empty() { timeout } else { Some(Duration::ZERO) };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let slice = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()).min(WAIT_SLICE),
+                None => WAIT_SLICE,
+            };
+            self.events.clear();
+            let shared = &self.shared;
+            let events = &mut self.events;
+            let got = py.detach(|| shared.poller.wait(events, Some(slice)));
+            py.check_signals()?;
+            let n = got.map_err(|e| os_error(py, e.raw_os_error().unwrap_or(libc::EIO)))?;
+            if n > 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        for ev in self.events.iter() {
+            let fd = ev.key as RawFd;
+            let Some(reg) = self.regs.get(&fd) else { continue };
+            ready.push((fd, poll_flags(fd, &ev, reg.want)));
+        }
+        Ok(ready)
+    }
+
+    fn key_of(&self, py: Python<'_>, fd: RawFd) -> Option<Py<PyAny>> {
+        self.regs.get(&fd).map(|r| r.key.clone_ref(py))
+    }
+}
+
+impl Drop for LoopState {
+    fn drop(&mut self) {
+        for reg in self.regs.values() {
+            if let Some(n) = &reg.notify {
+                n.detach(&self.shared);
+            }
+        }
+    }
+}
+
+fn event(fd: RawFd, want: u8) -> Event {
+    let mut ev = Event::new(fd as usize, want & WANT_R != 0, want & WANT_W != 0);
+    ev.set_priority(want & WANT_P != 0);
+    ev
+}
+
+/// poll(2)-style flags for an epoll event on a registration wanting `want`.
+fn poll_flags(fd: RawFd, ev: &Event, want: u8) -> u32 {
+    let mut f = 0;
+    let hup = ev.is_interrupt();
+    let err = ev.is_err() == Some(true);
+    let pri = ev.is_priority();
+    if ev.readable && want & WANT_R != 0 && (!pri || hup || err || bytes_pending(fd)) {
+        f |= POLLIN;
+    }
+    if ev.writable && want & WANT_W != 0 {
+        f |= POLLOUT;
+    }
+    if pri && want & WANT_P != 0 {
+        f |= POLLPRI;
+    }
+    if hup {
+        f |= POLLHUP;
+    }
+    if err {
+        f |= POLLERR;
+    }
+    f
+}
+
+/// With urgent data pending epoll's "readable" does not say whether ordinary
+/// data is there too; ask (only on that rare event).
+#[cold]
+fn bytes_pending(fd: RawFd) -> bool {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
+    rc != 0 || n > 0
+}
+
+// ------------------------------------------------------------ interest
+
+/// The interest CPython's poll()/poll2() would compute for `obj` this pass.
+fn interest(py: Python<'_>, obj: &Bound<'_, PyAny>, mode: Mode) -> PyResult<u8> {
+    let (r, w) = match obj.cast::<Dispatcher>() {
+        Ok(d) => (readable_of(d)?, writable_of(d)?),
+        Err(_) => (
+            obj.call_method0(intern!(py, "readable"))?.is_truthy()?,
+            obj.call_method0(intern!(py, "writable"))?.is_truthy()?,
+        ),
+    };
+    // "accepting sockets should not be writable"
+    let w_ok = w && !match obj.cast::<Dispatcher>() {
+        Ok(d) => accepting(d)?,
+        Err(_) => obj.getattr(intern!(py, "accepting"))?.is_truthy()?,
+    };
+    let mut want = 0;
+    if r {
+        want |= WANT_R;
+    }
+    if w_ok {
+        want |= WANT_W;
+    }
+    match mode {
+        Mode::Select if r || w => want |= WANT_P,
+        Mode::Poll if r => want |= WANT_P,
+        _ => {}
+    }
+    Ok(want)
+}
+
+fn readable_of(d: &Bound<'_, Dispatcher>) -> PyResult<bool> {
+    let py = d.py();
+    let name = intern!(py, "readable");
+    if has_builtin(d, name, name) || has_builtin(d, name, intern!(py, "_ac_readable")) {
+        return Ok(true);
+    }
+    d.call_method0(name)?.is_truthy()
+}
+
+fn writable_of(d: &Bound<'_, Dispatcher>) -> PyResult<bool> {
+    let py = d.py();
+    let name = intern!(py, "writable");
+    if has_builtin(d, name, name) {
+        return Ok(true);
+    }
+    if has_builtin(d, name, intern!(py, "_ws_writable")) {
+        return Ok(!connected(d)? || out_buffer_of(d)?.len()? > 0);
+    }
+    if has_builtin(d, name, intern!(py, "_ac_writable")) {
+        return Ok(producer_fifo_of(d)?.is_truthy()? || !connected(d)?);
+    }
+    d.call_method0(name)?.is_truthy()
+}
+
+/// Some(notify) when Rust can know `obj`'s interest without asking Python:
+/// built-in readable/writable, and the state they read held in Rust.
+fn trackable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<Arc<ChannelNotify>>> {
+    let Ok(d) = obj.cast::<Dispatcher>() else {
+        return Ok(None);
+    };
+    let r = intern!(py, "readable");
+    let w = intern!(py, "writable");
+    if !(has_builtin(d, r, r) || has_builtin(d, r, intern!(py, "_ac_readable"))) {
+        return Ok(None);
+    }
+    if !(Dispatcher::is_direct(d, F_CONNECTED) && Dispatcher::is_direct(d, F_ACCEPTING)) {
+        return Ok(None);
+    }
+    let ok = if has_builtin(d, w, w) {
+        true
+    } else if has_builtin(d, w, intern!(py, "_ws_writable")) {
+        Dispatcher::is_direct(d, F_OUT)
+            && out_buffer_of(d).is_ok_and(|b| b.is_exact_instance_of::<pyo3::types::PyBytes>())
+    } else if has_builtin(d, w, intern!(py, "_ac_writable")) {
+        Dispatcher::is_direct(d, F_FIFO) && producer_fifo_of(d).is_ok_and(|f| f.cast::<Fifo>().is_ok())
+    } else {
+        false
+    };
+    Ok(ok.then(|| d.get().notify.clone()))
+}
+
+// ------------------------------------------------------------ helpers
+
+fn as_fd(key: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    if let Ok(i) = key.cast::<PyInt>() {
+        return i.extract::<RawFd>();
+    }
+    // SAFETY: GIL held; returns -1 with an exception set on failure.
+    let fd = unsafe { ffi::PyObject_AsFileDescriptor(key.as_ptr()) };
+    if fd == -1 {
+        return Err(PyErr::take(key.py()).unwrap_or_else(|| {
+            PyTypeError::new_err("argument must be an int, or have a fileno() method.")
+        }));
+    }
+    Ok(fd)
+}
+
+/// `map.get(key)`.
+fn map_get<'py>(map: &Bound<'py, PyAny>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if let Ok(d) = map.cast::<PyDict>() {
+        if map.is_exact_instance_of::<PyDict>()
+            || map.get_type().hasattr(intern!(map.py(), "_asyncore_rs_tracked"))?
+        {
+            return d.get_item(key);
+        }
+    }
+    let v = map.call_method1(intern!(map.py(), "get"), (key,))?;
+    Ok((!v.is_none()).then_some(v))
+}
+
+// ------------------------------------------------------------ cache
+
+struct Cache {
+    idle: Vec<LoopState>,
+    busy: Vec<usize>,
+}
+
+static CACHE: Mutex<Cache> = Mutex::new(Cache { idle: Vec::new(), busy: Vec::new() });
+const CACHE_SIZE: usize = 8;
+
+/// A loop state checked out for one map; returned to the cache on drop.
+struct Checkout {
+    state: Option<LoopState>,
+}
+
+impl Checkout {
+    fn get(py: Python<'_>, map: &Bound<'_, PyAny>, mode: Mode) -> PyResult<Self> {
+        let key = map.as_ptr() as usize;
+        let found = {
+            let mut cache = lock(&CACHE);
+            if cache.busy.contains(&key) {
+                // Nested poll of a map being polled: a throw-away state that
+                // asks every channel, so the outer state keeps its links.
+                None
+            } else {
+                cache.busy.push(key);
+                Some(cache.idle.iter().position(|s| s.map.as_ptr() as usize == key).map(|i| cache.idle.remove(i)))
+            }
+        };
+        let state = match found {
+            None => LoopState::new(py, map, mode, false)?,
+            Some(Some(s)) => s,
+            Some(None) => match LoopState::new(py, map, mode, true) {
+                Ok(s) => s,
+                Err(e) => {
+                    lock(&CACHE).busy.retain(|k| *k != key);
+                    return Err(e);
+                }
+            },
+        };
+        Ok(Checkout { state: Some(state) })
+    }
+
+    fn state(&mut self) -> &mut LoopState {
+        self.state.as_mut().expect("checked out")
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        let Some(state) = self.state.take() else { return };
+        if !state.persistent {
+            return;
+        }
+        let evicted = {
+            let mut cache = lock(&CACHE);
+            let key = state.map.as_ptr() as usize;
+            cache.busy.retain(|k| *k != key);
+            cache.idle.push(state);
+            if cache.idle.len() > CACHE_SIZE {
+                Some(cache.idle.remove(0))
+            } else {
+                None
+            }
+        };
+        drop(evicted);
+    }
+}
+
+/// Forgets the loop state of `map` (close_all empties it).
+fn forget(map: &Bound<'_, PyAny>) {
+    let key = map.as_ptr() as usize;
+    let evicted: Vec<LoopState> = {
+        let mut cache = lock(&CACHE);
+        let (gone, keep) = std::mem::take(&mut cache.idle)
+            .into_iter()
+            .partition(|s| s.map.as_ptr() as usize == key);
+        cache.idle = keep;
+        gone
+    };
+    drop(evicted);
+}
+
+// ------------------------------------------------------------ passes
+
+/// Which module-level handlers poll() must call (they may be replaced).
+struct Hooks<'py> {
+    read: Option<Bound<'py, PyAny>>,
+    write: Option<Bound<'py, PyAny>>,
+    exception: Option<Bound<'py, PyAny>>,
+    readwrite: Option<Bound<'py, PyAny>>,
+}
+
+impl<'py> Hooks<'py> {
+    fn load(py: Python<'py>) -> PyResult<Self> {
+        let st = state(py)?;
+        let pick = |name: &Bound<'py, PyString>, orig: &Py<PyAny>| -> PyResult<Option<Bound<'py, PyAny>>> {
+            let cur = global(py, name)?;
+            Ok((!cur.is(orig.bind(py))).then_some(cur))
+        };
+        Ok(Hooks {
+            read: pick(intern!(py, "read"), &st.read)?,
+            write: pick(intern!(py, "write"), &st.write)?,
+            exception: pick(intern!(py, "_exception"), &st.exception)?,
+            readwrite: pick(intern!(py, "readwrite"), &st.readwrite)?,
+        })
+    }
+}
+
+/// select()'s timeout argument.
+fn select_timeout(t: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
+    if t.is_none() {
+        return Ok(None);
+    }
+    let secs: f64 = t
+        .extract()
+        .map_err(|_| PyTypeError::new_err("timeout must be a float or None"))?;
+    if secs.is_nan() || secs < 0.0 {
+        return Err(PyValueError::new_err("timeout must be non-negative"));
+    }
+    Ok(Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)))
+}
+
+/// poll()'s millisecond timeout: None or negative waits forever.
+fn poll_timeout(ms: Option<i64>) -> Option<Duration> {
+    match ms {
+        Some(ms) if ms >= 0 => Some(Duration::from_millis(ms as u64)),
+        _ => None,
+    }
+}
+
+/// One pass of CPython's `poll()` (the select path).
+fn pass_select(py: Python<'_>, st: &mut LoopState, timeout: &Bound<'_, PyAny>) -> PyResult<()> {
+    st.sync(py, Mode::Select)?;
+    if !st.has_interest() {
+        global(py, intern!(py, "time"))?.call_method1(intern!(py, "sleep"), (timeout,))?;
+        return Ok(());
+    }
+    let t = select_timeout(timeout)?;
+    let ready = st.wait(py, t)?;
+    if ready.iter().any(|(_, f)| f & POLLNVAL != 0) {
+        return Err(os_error(py, libc::EBADF));
+    }
+    let hooks = Hooks::load(py)?;
+    let map = st.map.bind(py).clone();
+    let mut rl = Vec::new();
+    let mut wl = Vec::new();
+    let mut el = Vec::new();
+    for (fd, f) in &ready {
+        let want = st.regs.get(fd).map_or(0, |r| r.want);
+        if want & WANT_R != 0 && f & (POLLIN | POLLHUP | POLLERR) != 0 {
+            rl.push(*fd);
+        }
+        if want & WANT_W != 0 && f & (POLLOUT | POLLERR) != 0 {
+            wl.push(*fd);
+        }
+        if want & WANT_P != 0 && f & POLLPRI != 0 {
+            el.push(*fd);
+        }
+    }
+    for (list, which) in [(rl, 0u8), (wl, 1), (el, 2)] {
+        for fd in list {
+            let Some(key) = st.key_of(py, fd) else { continue };
+            let Some(obj) = map_get(&map, key.bind(py))? else { continue };
+            let hook = match which {
+                0 => hooks.read.as_ref(),
+                1 => hooks.write.as_ref(),
+                _ => hooks.exception.as_ref(),
+            };
+            match hook {
+                Some(h) => {
+                    h.call1((&obj,))?;
+                }
+                None => {
+                    let method = match which {
+                        0 => intern!(py, "handle_read_event"),
+                        1 => intern!(py, "handle_write_event"),
+                        _ => intern!(py, "handle_expt_event"),
+                    };
+                    guarded(py, &obj, method)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One pass of CPython's `poll2()` (the poll path).
+fn pass_poll(py: Python<'_>, st: &mut LoopState, ms: Option<i64>) -> PyResult<()> {
+    st.sync(py, Mode::Poll)?;
+    let ready = st.wait(py, poll_timeout(ms))?;
+    let hooks = Hooks::load(py)?;
+    let map = st.map.bind(py).clone();
+    for (fd, flags) in ready {
+        let Some(key) = st.key_of(py, fd) else { continue };
+        let Some(obj) = map_get(&map, key.bind(py))? else { continue };
+        match &hooks.readwrite {
+            Some(h) => {
+                h.call1((&obj, flags))?;
+            }
+            None => do_readwrite(py, &obj, flags)?,
+        }
+    }
+    Ok(())
+}
+
+/// `obj.<method>()` with CPython's read()/write()/_exception() error routing.
+fn guarded(py: Python<'_>, obj: &Bound<'_, PyAny>, method: &Bound<'_, PyString>) -> PyResult<()> {
+    match obj.call_method0(method) {
+        Ok(_) => Ok(()),
+        Err(e) => handle_failure(py, obj, e),
+    }
+}
+
+#[cold]
+fn handle_failure(py: Python<'_>, obj: &Bound<'_, PyAny>, e: PyErr) -> PyResult<()> {
+    if is_reraised(py, &e)? {
+        return Err(e);
+    }
+    call_in_except(py, obj, intern!(py, "handle_error"), e)
+}
+
+fn do_readwrite(py: Python<'_>, obj: &Bound<'_, PyAny>, flags: u32) -> PyResult<()> {
+    let run = || -> PyResult<()> {
+        if flags & POLLIN != 0 {
+            obj.call_method0(intern!(py, "handle_read_event"))?;
+        }
+        if flags & POLLOUT != 0 {
+            obj.call_method0(intern!(py, "handle_write_event"))?;
+        }
+        if flags & POLLPRI != 0 {
+            obj.call_method0(intern!(py, "handle_expt_event"))?;
+        }
+        if flags & (POLLHUP | POLLERR | POLLNVAL) != 0 {
+            obj.call_method0(intern!(py, "handle_close"))?;
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => Ok(()),
+        Err(e) => readwrite_failure(py, obj, e),
+    }
+}
+
+/// poll2's routing: a disconnect OSError goes to handle_close, others to
+/// handle_error (CPython's readwrite; the select path differs on purpose).
+#[cold]
+fn readwrite_failure(py: Python<'_>, obj: &Bound<'_, PyAny>, e: PyErr) -> PyResult<()> {
+    if let Some(errno) = errno_of(py, &e) {
+        let method = if is_disconnect(py, errno)? {
+            intern!(py, "handle_close")
+        } else {
+            intern!(py, "handle_error")
+        };
+        return call_in_except(py, obj, method, e);
+    }
+    handle_failure(py, obj, e)
+}
+
+fn poll_ms(timeout: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+    if timeout.is_none() {
+        return Ok(None);
+    }
+    // `int(timeout*1000)`, as CPython writes it.
+    let ms = if let Ok(f) = timeout.cast::<PyFloat>() {
+        let v = f.value() * 1000.0;
+        if v.is_finite() {
+            return Ok(Some(v.trunc().clamp(i64::MIN as f64, i64::MAX as f64) as i64));
+        }
+        timeout.mul(1000)?
+    } else {
+        timeout.mul(1000)?
+    };
+    let ms = timeout.py().get_type::<PyInt>().call1((ms,))?;
+    Ok(Some(ms.extract::<i64>().unwrap_or(i64::MAX)))
+}
+
+// ------------------------------------------------------------ Python API
+
+/// `asyncore.poll(timeout, map)` (the Python wrapper supplies defaults).
+#[pyfunction]
+pub fn poll(py: Python<'_>, timeout: &Bound<'_, PyAny>, map: &Bound<'_, PyAny>) -> PyResult<()> {
+    let map = resolve_map(py, map)?;
+    if !map.is_truthy()? {
+        return Ok(());
+    }
+    let mut c = Checkout::get(py, &map, Mode::Select)?;
+    pass_select(py, c.state(), timeout)
+}
+
+/// `asyncore.poll2(timeout, map)`.
+#[pyfunction]
+pub fn poll2(py: Python<'_>, timeout: &Bound<'_, PyAny>, map: &Bound<'_, PyAny>) -> PyResult<()> {
+    let map = resolve_map(py, map)?;
+    let ms = poll_ms(timeout)?;
+    if !map.is_truthy()? {
+        return Ok(());
+    }
+    let mut c = Checkout::get(py, &map, Mode::Poll)?;
+    pass_poll(py, c.state(), ms)
+}
+
+fn resolve_map<'py>(py: Python<'py>, map: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if map.is_none() {
+        global(py, intern!(py, "socket_map"))
+    } else {
+        Ok(map.clone())
+    }
+}
+
+/// `asyncore.loop(timeout, use_poll, map, count)`.
+#[pyfunction]
+#[pyo3(name = "loop")]
+pub fn loop_(
+    py: Python<'_>,
+    timeout: &Bound<'_, PyAny>,
+    use_poll: &Bound<'_, PyAny>,
+    map: &Bound<'_, PyAny>,
+    count: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let map = resolve_map(py, map)?;
+    let st = state(py)?;
+    let use_poll2 = use_poll.is_truthy()? && global(py, intern!(py, "select"))?.hasattr(intern!(py, "poll"))?;
+    let (poll_fun, original) = if use_poll2 {
+        (global(py, intern!(py, "poll2"))?, st.poll2.bind(py).clone())
+    } else {
+        (global(py, intern!(py, "poll"))?, st.poll.bind(py).clone())
+    };
+    let mode = if use_poll2 { Mode::Poll } else { Mode::Select };
+    let mut checkout: Option<Checkout> = None;
+    let ms = if use_poll2 && poll_fun.is(&original) { poll_ms(timeout)? } else { None };
+    let mut remaining = count.clone();
+    let counted = !count.is_none();
+    loop {
+        if !map.is_truthy()? {
+            break;
+        }
+        if counted && !remaining.gt(0)? {
+            break;
+        }
+        if poll_fun.is(&original) {
+            if checkout.is_none() {
+                checkout = Some(Checkout::get(py, &map, mode)?);
+            }
+            let state = checkout.as_mut().map(Checkout::state).expect("set above");
+            match mode {
+                Mode::Select => pass_select(py, state, timeout)?,
+                Mode::Poll => pass_poll(py, state, ms)?,
+            }
+        } else {
+            poll_fun.call1((timeout, &map))?;
+        }
+        if counted {
+            remaining = remaining.sub(1)?;
+        }
+    }
+    Ok(())
+}
+
+#[pyfunction]
+pub fn read(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    guarded(py, obj, intern!(py, "handle_read_event"))
+}
+
+#[pyfunction]
+pub fn write(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    guarded(py, obj, intern!(py, "handle_write_event"))
+}
+
+#[pyfunction]
+#[pyo3(name = "_exception")]
+pub fn exception(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    guarded(py, obj, intern!(py, "handle_expt_event"))
+}
+
+#[pyfunction]
+pub fn readwrite(py: Python<'_>, obj: &Bound<'_, PyAny>, flags: &Bound<'_, PyAny>) -> PyResult<()> {
+    let f = (flags.extract::<i64>()? & 0xffff) as u32;
+    do_readwrite(py, obj, f)
+}
+
+/// `asyncore.close_all(map, ignore_all)`.
+#[pyfunction]
+pub fn close_all(py: Python<'_>, map: &Bound<'_, PyAny>, ignore_all: &Bound<'_, PyAny>) -> PyResult<()> {
+    let map = resolve_map(py, map)?;
+    let ignore_all = ignore_all.is_truthy()?;
+    let values: Vec<Bound<PyAny>> = map
+        .call_method0(intern!(py, "values"))?
+        .try_iter()?
+        .collect::<PyResult<_>>()?;
+    for x in values {
+        if let Err(e) = x.call_method0(intern!(py, "close")) {
+            if e.is_instance_of::<pyo3::exceptions::PyOSError>(py) {
+                if errno_of(py, &e) == Some(libc::EBADF) || ignore_all {
+                    continue;
+                }
+                return Err(e);
+            }
+            if is_reraised(py, &e)? || !ignore_all {
+                return Err(e);
+            }
+        }
+    }
+    map.call_method0(intern!(py, "clear"))?;
+    forget(&map);
+    Ok(())
+}

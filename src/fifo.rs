@@ -1,0 +1,251 @@
+//! asynchat's producer fifo and `simple_producer`.
+//!
+//! `fifo` is the Python 2 API the asynchat docs describe (`is_empty`, `first`,
+//! `push`, `pop` -> `(1, item)` / `(0, None)`) and is also what
+//! `async_chat.producer_fifo` is, so it answers the deque operations code uses
+//! on that attribute in 3.x (`append`, `appendleft`, `popleft`, `[0]`, `del
+//! [0]`, `len`, truth, `clear`, iteration). It tells its channel when it turns
+//! empty or non-empty, which is what the channel's poll interest depends on.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use pyo3::exceptions::PyIndexError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PySlice, PyTuple};
+
+use crate::event_loop::ChannelNotify;
+
+#[pyclass(frozen, subclass, dict, weakref, module = "asynchat", name = "fifo")]
+pub struct Fifo {
+    items: Mutex<VecDeque<Py<PyAny>>>,
+    owner: Mutex<Option<Arc<ChannelNotify>>>,
+}
+
+impl Fifo {
+    fn items(&self) -> MutexGuard<'_, VecDeque<Py<PyAny>>> {
+        self.items.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn set_owner(&self, owner: Option<Arc<ChannelNotify>>) {
+        *self.owner.lock().unwrap_or_else(PoisonError::into_inner) = owner;
+    }
+
+    /// Runs `f` on the items and tells the owner if emptiness changed.
+    /// The removed items are dropped after the lock is released (their
+    /// destructors may run Python code).
+    pub fn edit<R>(&self, f: impl FnOnce(&mut VecDeque<Py<PyAny>>) -> R) -> R {
+        let (r, was, now) = {
+            let mut items = self.items();
+            let was = items.is_empty();
+            let r = f(&mut items);
+            (r, was, items.is_empty())
+        };
+        if was != now {
+            if let Some(owner) = &*self.owner.lock().unwrap_or_else(PoisonError::into_inner) {
+                owner.mark_dirty();
+            }
+        }
+        r
+    }
+
+    pub fn empty() -> Self {
+        Fifo {
+            items: Mutex::new(VecDeque::new()),
+            owner: Mutex::new(None),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items().len()
+    }
+
+    pub fn front(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.items().front().map(|o| o.clone_ref(py))
+    }
+
+    fn index(&self, i: isize) -> PyResult<usize> {
+        let n = self.len() as isize;
+        let j = if i < 0 { i + n } else { i };
+        if j < 0 || j >= n {
+            return Err(PyIndexError::new_err("deque index out of range"));
+        }
+        Ok(j as usize)
+    }
+}
+
+/// `fifo.append(item)` for our fifo, or the method call for anything else.
+pub fn append(fifo: &Bound<'_, PyAny>, item: &Bound<'_, PyAny>) -> PyResult<()> {
+    if let Ok(f) = fifo.cast::<Fifo>() {
+        let item = item.clone().unbind();
+        f.get().edit(|d| d.push_back(item));
+        return Ok(());
+    }
+    fifo.call_method1(intern!(fifo.py(), "append"), (item,))?;
+    Ok(())
+}
+
+#[pymethods]
+impl Fifo {
+    #[new]
+    #[pyo3(signature = (list=None))]
+    fn new(list: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let mut items = VecDeque::new();
+        if let Some(list) = list {
+            // Python 2's fifo: `if not list: deque() else: deque(list)`.
+            if list.is_truthy()? {
+                for item in list.try_iter()? {
+                    items.push_back(item?.unbind());
+                }
+            }
+        }
+        Ok(Fifo {
+            items: Mutex::new(items),
+            owner: Mutex::new(None),
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.len()
+    }
+
+    fn __bool__(&self) -> bool {
+        self.len() != 0
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn first(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.front(py)
+            .ok_or_else(|| PyIndexError::new_err("deque index out of range"))
+    }
+
+    fn push(&self, data: Py<PyAny>) {
+        self.edit(|d| d.push_back(data));
+    }
+
+    fn append(&self, data: Py<PyAny>) {
+        self.edit(|d| d.push_back(data));
+    }
+
+    fn appendleft(&self, data: Py<PyAny>) {
+        self.edit(|d| d.push_front(data));
+    }
+
+    fn extend(&self, items: &Bound<'_, PyAny>) -> PyResult<()> {
+        let items: Vec<Py<PyAny>> = items
+            .try_iter()?
+            .map(|i| i.map(Bound::unbind))
+            .collect::<PyResult<_>>()?;
+        self.edit(|d| d.extend(items));
+        Ok(())
+    }
+
+    /// The fifo API: `(1, first item)` removed, or `(0, None)` when empty.
+    fn pop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        match self.edit(VecDeque::pop_front) {
+            Some(item) => PyTuple::new(py, [1i32.into_pyobject(py)?.into_any(), item.into_bound(py)]),
+            None => PyTuple::new(py, [0i32.into_pyobject(py)?.into_any(), py.None().into_bound(py)]),
+        }
+    }
+
+    fn popleft(&self) -> PyResult<Py<PyAny>> {
+        self.edit(VecDeque::pop_front)
+            .ok_or_else(|| PyIndexError::new_err("pop from an empty deque"))
+    }
+
+    fn clear(&self) {
+        let old = self.edit(std::mem::take);
+        drop(old);
+    }
+
+    fn __getitem__(&self, py: Python<'_>, i: isize) -> PyResult<Py<PyAny>> {
+        let j = self.index(i)?;
+        Ok(self.items()[j].clone_ref(py))
+    }
+
+    fn __setitem__(&self, i: isize, value: Py<PyAny>) -> PyResult<()> {
+        let j = self.index(i)?;
+        let old = std::mem::replace(&mut self.items()[j], value);
+        drop(old);
+        Ok(())
+    }
+
+    fn __delitem__(&self, i: isize) -> PyResult<()> {
+        let j = self.index(i)?;
+        let old = self.edit(|d| d.remove(j));
+        drop(old);
+        Ok(())
+    }
+
+    fn __iter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let list = PyList::new(py, self.items().iter().map(|o| o.clone_ref(py)))?;
+        Ok(list.try_iter()?.into_any().unbind())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let list = PyList::new(py, self.items().iter().map(|o| o.clone_ref(py)))?;
+        Ok(format!("fifo({})", list.repr()?))
+    }
+}
+
+/// `asynchat.simple_producer(data, buffer_size=512)`.
+#[pyclass(subclass, dict, weakref, module = "asynchat", name = "simple_producer")]
+pub struct SimpleProducer {
+    #[pyo3(get, set)]
+    data: Py<PyAny>,
+    #[pyo3(get, set)]
+    buffer_size: Py<PyAny>,
+}
+
+#[pymethods]
+impl SimpleProducer {
+    #[new]
+    #[pyo3(signature = (data, buffer_size=None))]
+    fn new(py: Python<'_>, data: Py<PyAny>, buffer_size: Option<Py<PyAny>>) -> PyResult<Self> {
+        let buffer_size = match buffer_size {
+            Some(b) => b,
+            None => 512i32.into_pyobject(py)?.into_any().unbind(),
+        };
+        Ok(SimpleProducer { data, buffer_size })
+    }
+
+    fn more<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let data = self.data.bind(py).clone();
+        let size = self.buffer_size.bind(py).clone();
+        if data.len()?.into_pyobject(py)?.gt(&size)? {
+            let head = data.get_item(PySlice::new_bound_any(py, None, Some(&size))?)?;
+            let tail = data.get_item(PySlice::new_bound_any(py, Some(&size), None)?)?;
+            self.data = tail.unbind();
+            Ok(head)
+        } else {
+            self.data = pyo3::types::PyBytes::new(py, b"").into_any().unbind();
+            Ok(data)
+        }
+    }
+}
+
+/// Makes `slice(start, stop)` from Python objects.
+trait SliceAny {
+    fn new_bound_any<'py>(
+        py: Python<'py>,
+        start: Option<&Bound<'py, PyAny>>,
+        stop: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>>;
+}
+
+impl SliceAny for PySlice {
+    fn new_bound_any<'py>(
+        py: Python<'py>,
+        start: Option<&Bound<'py, PyAny>>,
+        stop: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let none = py.None().into_bound(py);
+        let slice = py.import("builtins")?.getattr(intern!(py, "slice"))?;
+        slice.call1((start.unwrap_or(&none), stop.unwrap_or(&none)))
+    }
+}
+

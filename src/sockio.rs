@@ -1,0 +1,137 @@
+//! Socket calls. A plain `socket.socket` gets direct, non-blocking syscalls on
+//! its fd; anything else (SSL sockets, mocks, `file_wrapper`, user subclasses)
+//! goes through its Python methods.
+
+use std::cell::RefCell;
+use std::os::fd::RawFd;
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::errors::os_error;
+use crate::module_state::state;
+
+/// Outcome of a direct syscall.
+pub enum Direct<T> {
+    Done(T),
+    /// The call would block (or the socket is not in non-blocking use): let the
+    /// Python method decide, so its exact exception or timeout applies.
+    Fallback,
+    Failed(PyErr),
+}
+
+/// The fd of `sock` if it is exactly `socket.socket` and open.
+pub fn plain_fd(py: Python<'_>, sock: &Bound<'_, PyAny>) -> Option<RawFd> {
+    let st = state(py).ok()?;
+    if !sock.get_type().is(st.socket_class.bind(py)) {
+        return None;
+    }
+    let fd: RawFd = sock.call_method0(intern!(py, "fileno")).ok()?.extract().ok()?;
+    (fd >= 0).then_some(fd)
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Receives up to `size` bytes from `fd` and hands them to `take`.
+pub fn recv_with<R>(
+    py: Python<'_>,
+    fd: RawFd,
+    size: usize,
+    take: impl FnOnce(&[u8]) -> R,
+) -> Direct<R> {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
+        loop {
+            // SAFETY: buf holds at least `size` writable bytes.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    buf.as_mut_ptr().cast(),
+                    size,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n >= 0 {
+                return Direct::Done(take(&buf[..n as usize]));
+            }
+            match last_errno() {
+                libc::EINTR => {
+                    if let Err(e) = py.check_signals() {
+                        return Direct::Failed(e);
+                    }
+                }
+                libc::EAGAIN => return Direct::Fallback,
+                errno => return Direct::Failed(os_error(py, errno)),
+            }
+        }
+    })
+}
+
+/// Sends `data` on `fd` without blocking; returns the count sent.
+pub fn send_direct(py: Python<'_>, fd: RawFd, data: &[u8]) -> Direct<usize> {
+    loop {
+        // SAFETY: data is a valid slice for the duration of the call.
+        let n = unsafe {
+            libc::send(
+                fd,
+                data.as_ptr().cast(),
+                data.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Direct::Done(n as usize);
+        }
+        match last_errno() {
+            libc::EINTR => {
+                if let Err(e) = py.check_signals() {
+                    return Direct::Failed(e);
+                }
+            }
+            libc::EAGAIN => return Direct::Fallback,
+            errno => return Direct::Failed(os_error(py, errno)),
+        }
+    }
+}
+
+fn last_errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// `sock.recv(size)` as bytes, directly when `sock` is plain.
+pub fn recv_bytes<'py>(
+    py: Python<'py>,
+    sock: &Bound<'py, PyAny>,
+    size: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if let (Some(fd), Ok(n)) = (plain_fd(py, sock), size.extract::<usize>()) {
+        match recv_with(py, fd, n, |data| PyBytes::new(py, data).into_any()) {
+            Direct::Done(b) => return Ok(b),
+            Direct::Failed(e) => return Err(e),
+            Direct::Fallback => {}
+        }
+    }
+    sock.call_method1(intern!(py, "recv"), (size,))
+}
+
+/// `sock.send(data)`, directly when `sock` is plain and `data` is bytes.
+pub fn send_obj<'py>(
+    py: Python<'py>,
+    sock: &Bound<'py, PyAny>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if let (Some(fd), Ok(bytes)) = (plain_fd(py, sock), data.cast::<PyBytes>()) {
+        match send_direct(py, fd, bytes.as_bytes()) {
+            Direct::Done(n) => return Ok(n.into_pyobject(py)?.into_any()),
+            Direct::Failed(e) => return Err(e),
+            Direct::Fallback => {}
+        }
+    }
+    sock.call_method1(intern!(py, "send"), (data,))
+}
