@@ -166,7 +166,10 @@ bool_attr!(connecting, set_connecting, F_CONNECTING, connecting, "connecting", f
 pub fn socket_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
     if Dispatcher::is_direct(slf, F_SOCKET) {
-        Ok(opt_bound(py, slf.get().st().socket.as_ref()))
+        match slf.get().st().socket.as_ref() {
+            Some(s) => Ok(s.bind(py).clone()),
+            None => Err(missing_attr("socket")),
+        }
     } else {
         slf.getattr(intern!(py, "socket"))
     }
@@ -241,11 +244,9 @@ fn store_producer_fifo(me: &Dispatcher, value: &Bound<'_, PyAny>) {
 
 #[cold]
 fn missing_attr(name: &str) -> PyErr {
-    pyo3::exceptions::PyAttributeError::new_err(format!("object has no attribute '{name}'"))
-}
-
-fn opt_bound<'py>(py: Python<'py>, v: Option<&Py<PyAny>>) -> Bound<'py, PyAny> {
-    v.map_or_else(|| py.None().into_bound(py), |o| o.bind(py).clone())
+    pyo3::exceptions::PyAttributeError::new_err(format!(
+        "'dispatcher' object has no attribute '{name}'"
+    ))
 }
 
 #[pymethods]
@@ -314,17 +315,26 @@ impl Dispatcher {
         self.st().connecting = v.is_truthy()?;
         Ok(())
     }
+    // Unset until __init__ (or the subclass) assigns them, as in CPython.
     #[getter(socket)]
-    fn get_socket(&self, py: Python<'_>) -> Py<PyAny> {
-        self.st().socket.as_ref().map_or_else(|| py.None(), |s| s.clone_ref(py))
+    fn get_socket(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.st()
+            .socket
+            .as_ref()
+            .map(|s| s.clone_ref(py))
+            .ok_or_else(|| missing_attr("socket"))
     }
     #[setter(socket)]
     fn set_socket_attr(&self, v: Py<PyAny>) {
         self.st().socket = Some(v);
     }
     #[getter(_fileno)]
-    fn get_fileno(&self, py: Python<'_>) -> Py<PyAny> {
-        self.st().fileno.as_ref().map_or_else(|| py.None(), |s| s.clone_ref(py))
+    fn get_fileno(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.st()
+            .fileno
+            .as_ref()
+            .map(|s| s.clone_ref(py))
+            .ok_or_else(|| missing_attr("_fileno"))
     }
     #[setter(_fileno)]
     fn set_fileno_attr(&self, v: Py<PyAny>) {

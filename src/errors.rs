@@ -63,6 +63,11 @@ pub fn call_in_except(
     let err = ensure_traceback(py, err);
     let value = err.value(py);
     let tb = err.traceback(py).map(Bound::unbind);
+    if let Some(tb) = &tb {
+        // sys.exc_info() reads the traceback from the exception object (3.11+).
+        // SAFETY: both are valid objects; the call takes its own reference.
+        unsafe { ffi::PyException_SetTraceback(value.as_ptr(), tb.as_ptr()) };
+    }
     let _guard = ExcInfoGuard::set(py, value, tb.as_ref().map(|t| t.bind(py).as_any()));
     obj.call_method0(method).map(drop)
 }

@@ -10,13 +10,12 @@
 //! `writable()` are Python overrides (called every pass, as CPython does).
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use polling::{Event, Events, PollMode, Poller};
+use polling::{Event, PollMode, Poller};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::intern;
@@ -41,10 +40,6 @@ const POLLNVAL: u32 = 0x020;
 const WANT_R: u8 = 1;
 const WANT_W: u8 = 2;
 const WANT_P: u8 = 4;
-
-/// Longest single wait with the GIL released: polling retries EINTR itself, so
-/// we come back this often to let Python run signal handlers (Ctrl-C).
-const WAIT_SLICE: Duration = Duration::from_millis(100);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -136,6 +131,8 @@ struct Reg {
     want: u8,
     in_kernel: bool,
     kernel: Kernel,
+    /// The pass in which readable()/writable() were last asked.
+    asked: u64,
 }
 
 struct LoopState {
@@ -147,7 +144,11 @@ struct LoopState {
     shared: Arc<LoopShared>,
     regs: HashMap<RawFd, Reg>,
     snapshot: Vec<(usize, usize)>,
-    events: Events,
+    /// Map entries whose key is no usable fd (None, a str, a negative int):
+    /// select()/poll() only fail on them once their channel wants events.
+    unkeyed: Vec<(Py<PyAny>, Py<PyAny>, u64)>,
+    pass: u64,
+    events: Vec<libc::epoll_event>,
 }
 
 impl LoopState {
@@ -174,13 +175,24 @@ impl LoopState {
             }),
             regs: HashMap::new(),
             snapshot: Vec::new(),
-            events: Events::with_capacity(NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN)),
+            unkeyed: Vec::new(),
+            pass: 0,
+            events: Vec::with_capacity(1024),
         })
     }
 
     // ---------------- bringing registrations up to date
 
     fn sync(&mut self, py: Python<'_>, mode: Mode) -> PyResult<()> {
+        self.pass += 1;
+        let r = self.sync_inner(py, mode);
+        if r.is_err() {
+            self.fresh = true; // start over from the map next time
+        }
+        r
+    }
+
+    fn sync_inner(&mut self, py: Python<'_>, mode: Mode) -> PyResult<()> {
         let map = self.map.bind(py).clone();
         if mode != self.mode {
             self.mode = mode;
@@ -263,6 +275,7 @@ impl LoopState {
             .map(|kv| kv.and_then(|kv| kv.extract()))
             .collect::<PyResult<_>>()?;
         self.snapshot.clear();
+        self.unkeyed.clear();
         let mut seen: HashMap<RawFd, ()> = HashMap::with_capacity(items.len());
         for (key, obj) in &items {
             self.snapshot.push((key.as_ptr() as usize, obj.as_ptr() as usize));
@@ -317,10 +330,14 @@ impl LoopState {
         recheck: bool,
     ) -> PyResult<Option<RawFd>> {
         let fd = match as_fd(key) {
-            Ok(fd) => fd,
-            Err(e) => {
-                // select()/poll() only see keys of channels that want events.
-                return if interest(py, obj, self.mode)? == 0 { Ok(None) } else { Err(e) };
+            Ok(fd) if fd >= 0 => fd,
+            bad => {
+                self.unkeyed.retain(|(k, _, _)| !k.bind(py).is(key));
+                if interest(py, obj, self.mode)? != 0 {
+                    return Err(bad_key(bad));
+                }
+                self.unkeyed.push((key.clone().unbind(), obj.clone().unbind(), self.pass));
+                return Ok(None);
             }
         };
         let same = self.regs.get(&fd).is_some_and(|r| r.obj.bind(py).is(obj));
@@ -332,14 +349,6 @@ impl LoopState {
         }
         if self.regs.contains_key(&fd) {
             self.remove(fd);
-        }
-        if fd < 0 {
-            if interest(py, obj, self.mode)? == 0 {
-                return Ok(None);
-            }
-            return Err(PyValueError::new_err(format!(
-                "file descriptor cannot be a negative integer ({fd})"
-            )));
         }
         let notify = if self.persistent { trackable(py, obj)? } else { None };
         if let Some(n) = &notify {
@@ -355,6 +364,7 @@ impl LoopState {
                 want: 0,
                 in_kernel: false,
                 kernel: Kernel::Epoll,
+                asked: self.pass,
             },
         );
         self.apply(py, fd, want)?;
@@ -365,6 +375,10 @@ impl LoopState {
     /// (and whether it is still trackable).
     fn refresh_one(&mut self, py: Python<'_>, fd: RawFd, obj: &Bound<'_, PyAny>) -> PyResult<()> {
         if let Some(reg) = self.regs.get_mut(&fd) {
+            if reg.notify.is_none() && reg.asked == self.pass {
+                return Ok(());
+            }
+            reg.asked = self.pass;
             if let Some(n) = &reg.notify {
                 n.dirty.store(false, Ordering::Relaxed);
                 if trackable(py, obj)?.is_none() {
@@ -379,15 +393,33 @@ impl LoopState {
 
     /// Channels whose readable()/writable() are Python: asked every pass.
     fn refresh_untracked(&mut self, py: Python<'_>) -> PyResult<()> {
+        let pass = self.pass;
         let fds: Vec<(RawFd, Py<PyAny>)> = self
             .regs
-            .iter()
-            .filter(|(_, r)| r.notify.is_none())
-            .map(|(fd, r)| (*fd, r.obj.clone_ref(py)))
+            .iter_mut()
+            .filter(|(_, r)| r.notify.is_none() && r.asked != pass)
+            .map(|(fd, r)| {
+                r.asked = pass;
+                (*fd, r.obj.clone_ref(py))
+            })
             .collect();
         for (fd, obj) in fds {
             let want = interest(py, obj.bind(py), self.mode)?;
             self.apply(py, fd, want)?;
+        }
+        let unkeyed: Vec<(Py<PyAny>, Py<PyAny>)> = self
+            .unkeyed
+            .iter_mut()
+            .filter(|(_, _, asked)| *asked != pass)
+            .map(|(k, o, asked)| {
+                *asked = pass;
+                (k.clone_ref(py), o.clone_ref(py))
+            })
+            .collect();
+        for (key, obj) in unkeyed {
+            if interest(py, obj.bind(py), self.mode)? != 0 {
+                return Err(bad_key(as_fd(key.bind(py))));
+            }
         }
         Ok(())
     }
@@ -435,7 +467,9 @@ impl LoopState {
                     reg.kernel = Kernel::AlwaysReady;
                     Ok(())
                 }
-                Some(libc::EBADF) => {
+                // Not an open fd we can watch (closed behind our back, or its
+                // number now taken by our own epoll fd).
+                Some(libc::EBADF | libc::EINVAL | libc::ELOOP) => {
                     reg.kernel = Kernel::Invalid;
                     Ok(())
                 }
@@ -463,6 +497,11 @@ impl LoopState {
     // ---------------- waiting
 
     /// Waits for events with the GIL released; returns (fd, poll flags) pairs.
+    ///
+    /// Registrations go through the polling crate; the wait itself calls
+    /// epoll_wait on the crate's epoll fd, because poll()'s semantics need the
+    /// raw flags (POLLIN apart from POLLHUP and POLLPRI), which the crate's
+    /// `Event` folds into "readable".
     fn wait(&mut self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<Vec<(RawFd, u32)>> {
         let mut ready = Vec::new();
         for (fd, reg) in &self.regs {
@@ -483,25 +522,36 @@ impl LoopState {
         }
         let timeout = if ready.is_empty() { timeout } else { Some(Duration::ZERO) };
         let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            let slice = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()).min(WAIT_SLICE),
-                None => WAIT_SLICE,
-            };
-            self.events.clear();
-            let shared = &self.shared;
-            let events = &mut self.events;
-            let got = py.detach(|| shared.poller.wait(events, Some(slice)));
-            py.check_signals()?;
-            let n = got.map_err(|e| os_error(py, e.raw_os_error().unwrap_or(libc::EIO)))?;
-            if n > 0 || deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
+        let epfd = self.shared.poller.as_raw_fd();
+        let cap = self.events.capacity();
+        let n = loop {
+            let ms = deadline.map_or(-1, |d| {
+                // Round up: a 0.1 ms select() timeout must not become a busy loop.
+                let left = d.saturating_duration_since(Instant::now());
+                i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+            });
+            let buf = self.events.as_mut_ptr() as usize;
+            // SAFETY: `buf` has room for `cap` events; the GIL is not needed.
+            let n = py.detach(move || unsafe {
+                libc::epoll_wait(epfd, buf as *mut libc::epoll_event, cap as i32, ms)
+            });
+            if n >= 0 {
+                break n as usize;
             }
-        }
-        for ev in self.events.iter() {
-            let fd = ev.key as RawFd;
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if errno != libc::EINTR {
+                return Err(os_error(py, errno));
+            }
+            // PEP 475: run the signal handlers, then wait for what is left.
+            py.check_signals()?;
+        };
+        // SAFETY: epoll_wait initialised the first n entries.
+        unsafe { self.events.set_len(n) };
+        for ev in self.events.drain(..) {
+            let (flags, key) = (ev.events, ev.u64);
+            let Ok(fd) = RawFd::try_from(key) else { continue };
             let Some(reg) = self.regs.get(&fd) else { continue };
-            ready.push((fd, poll_flags(fd, &ev, reg.want)));
+            ready.push((fd, poll_flags(flags, reg.want)));
         }
         Ok(ready)
     }
@@ -527,38 +577,20 @@ fn event(fd: RawFd, want: u8) -> Event {
     ev
 }
 
-/// poll(2)-style flags for an epoll event on a registration wanting `want`.
-fn poll_flags(fd: RawFd, ev: &Event, want: u8) -> u32 {
-    let mut f = 0;
-    let hup = ev.is_interrupt();
-    let err = ev.is_err() == Some(true);
-    let pri = ev.is_priority();
-    if ev.readable && want & WANT_R != 0 && (!pri || hup || err || bytes_pending(fd)) {
-        f |= POLLIN;
+/// poll(2)'s flags for epoll's (the bits are the same on Linux), limited to
+/// what was asked for; HUP and ERR are always reported, as poll() does.
+fn poll_flags(epoll: u32, want: u8) -> u32 {
+    let mut f = epoll & (POLLHUP | POLLERR);
+    if want & WANT_R != 0 {
+        f |= epoll & POLLIN;
     }
-    if ev.writable && want & WANT_W != 0 {
-        f |= POLLOUT;
+    if want & WANT_W != 0 {
+        f |= epoll & POLLOUT;
     }
-    if pri && want & WANT_P != 0 {
-        f |= POLLPRI;
-    }
-    if hup {
-        f |= POLLHUP;
-    }
-    if err {
-        f |= POLLERR;
+    if want & WANT_P != 0 {
+        f |= epoll & POLLPRI;
     }
     f
-}
-
-/// With urgent data pending epoll's "readable" does not say whether ordinary
-/// data is there too; ask (only on that rare event).
-#[cold]
-fn bytes_pending(fd: RawFd) -> bool {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int.
-    let rc = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
-    rc != 0 || n > 0
 }
 
 // ------------------------------------------------------------ interest
@@ -645,6 +677,17 @@ fn trackable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<Arc<Chan
 
 // ------------------------------------------------------------ helpers
 
+/// The error select()/poll() raise for a key that is no usable fd.
+#[cold]
+fn bad_key(fd: PyResult<RawFd>) -> PyErr {
+    match fd {
+        Err(e) => e,
+        Ok(fd) => PyValueError::new_err(format!(
+            "file descriptor cannot be a negative integer ({fd})"
+        )),
+    }
+}
+
 fn as_fd(key: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     if let Ok(i) = key.cast::<PyInt>() {
         return i.extract::<RawFd>();
@@ -724,6 +767,12 @@ impl Drop for Checkout {
     fn drop(&mut self) {
         let Some(state) = self.state.take() else { return };
         if !state.persistent {
+            return;
+        }
+        if matches!(state.kind, MapKind::Other) {
+            // Any other mapping (e.g. a WeakValueDictionary) is re-read every
+            // pass anyway; keeping its channels alive here would be a leak.
+            lock(&CACHE).busy.retain(|k| *k != state.map.as_ptr() as usize);
             return;
         }
         let evicted = {
@@ -812,9 +861,6 @@ fn pass_select(py: Python<'_>, st: &mut LoopState, timeout: &Bound<'_, PyAny>) -
     }
     let t = select_timeout(timeout)?;
     let ready = st.wait(py, t)?;
-    if ready.iter().any(|(_, f)| f & POLLNVAL != 0) {
-        return Err(os_error(py, libc::EBADF));
-    }
     let hooks = Hooks::load(py)?;
     let map = st.map.bind(py).clone();
     let mut rl = Vec::new();
@@ -1020,6 +1066,9 @@ pub fn loop_(
             match mode {
                 Mode::Select => pass_select(py, state, timeout)?,
                 Mode::Poll => pass_poll(py, state, ms)?,
+            }
+            if matches!(state.kind, MapKind::Other) {
+                checkout = None; // holds no channel between passes (see Drop)
             }
         } else {
             poll_fun.call1((timeout, &map))?;

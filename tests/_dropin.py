@@ -61,7 +61,7 @@ def cert_files():
         return _make_cert_files()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _make_cert_files():
     openssl = shutil.which("openssl")
     if openssl:
@@ -205,7 +205,6 @@ def run_raw(source, *args, timeout=SUBPROCESS_TIMEOUT, python=None, **kwargs):
     """Run source as is (no prelude) in a fresh interpreter, from a neutral directory."""
     kwargs.setdefault("cwd", tempfile.gettempdir())
     env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
     env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     kwargs.setdefault("env", env)
     return subprocess.run(
@@ -329,4 +328,3 @@ class SSLConnection(asyncore.dispatcher):
             self._do_ssl_shutdown()
         else:
             super().close()
-

@@ -10,6 +10,7 @@
 """
 
 import os
+import select
 import socket
 import struct
 import sys
@@ -157,6 +158,38 @@ class EchoServer(asyncore.dispatcher):
 
     def handle_error(self):
         raise
+
+
+def readable(sock):
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def expect(sock, want, map, use_poll):
+    """Run the loop until ``want`` has arrived on the blocking client ``sock``."""
+    got = b""
+    while len(got) < len(want):
+        run_until(lambda: readable(sock), map, use_poll)
+        data = sock.recv(len(want) - len(got))
+        assert data, "EOF after %r, expecting %r" % (got, want)
+        got += data
+    assert got == want
+
+
+def roundtrip(sock, line, map, use_poll):
+    sock.sendall(line)
+    expect(sock, line, map, use_poll)
+
+
+def send_interleaved(sock, data, map, use_poll):
+    """Send all of data without blocking the (single) thread that also runs the loop."""
+    sock.setblocking(False)
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view) :]
+        except BlockingIOError:
+            asyncore.loop(timeout=0.01, use_poll=use_poll, map=map, count=1)
+    sock.settimeout(10)
 
 
 def blocking_client(address, timeout=CLIENT_TIMEOUT):

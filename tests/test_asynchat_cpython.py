@@ -9,14 +9,9 @@
 # - the test.support helpers are replaced by the small stand-ins in _support.py
 #   (bind_port, HOST, threading_setup/threading_cleanup, join_thread);
 # - the requires_working_socket module guard is dropped;
-# - formatted by ruff, and `noqa` comments where the original's style trips the linter.
+# - formatted and imports sorted by ruff; `noqa` comments where the original trips the linter.
 
 # test asynchat
-
-import _support as support
-from _support import threading_setup
-from _support import threading_cleanup
-from _support import join_thread
 
 import errno
 import socket
@@ -26,12 +21,12 @@ import time
 import unittest
 import unittest.mock
 
-
-from _impl import asynchat
-from _impl import asyncore
+import _support as support
+from _impl import asynchat, asyncore
+from _support import join_thread, threading_cleanup, threading_setup
 
 HOST = support.HOST
-SERVER_QUIT = b'QUIT\n'
+SERVER_QUIT = b"QUIT\n"
 
 
 class echo_server(threading.Thread):
@@ -61,7 +56,7 @@ class echo_server(threading.Thread):
             self.buffer = self.buffer + data
 
         # remove the SERVER_QUIT message
-        self.buffer = self.buffer.replace(SERVER_QUIT, b'')
+        self.buffer = self.buffer.replace(SERVER_QUIT, b"")
 
         if self.start_resend_event:
             self.start_resend_event.wait()
@@ -71,7 +66,7 @@ class echo_server(threading.Thread):
             # this may fail on some tests, such as test_close_when_done,
             # since the client closes the channel when it's done sending
             while self.buffer:
-                n = conn.send(self.buffer[:self.chunk_size])
+                n = conn.send(self.buffer[: self.chunk_size])
                 time.sleep(0.001)
                 self.buffer = self.buffer[n:]
         except:  # noqa: E722
@@ -80,8 +75,8 @@ class echo_server(threading.Thread):
         conn.close()
         self.sock.close()
 
-class echo_client(asynchat.async_chat):
 
+class echo_client(asynchat.async_chat):
     def __init__(self, terminator, server_port):
         asynchat.async_chat.__init__(self)
         self.contents = []
@@ -93,7 +88,7 @@ class echo_client(asynchat.async_chat):
     def handle_connect(self):
         pass
 
-    if sys.platform == 'darwin':
+    if sys.platform == "darwin":
         # select.poll returns a select.POLLHUP at the end of the tests
         # on darwin, so just ignore it
         def handle_expt(self):
@@ -106,13 +101,14 @@ class echo_client(asynchat.async_chat):
         self.contents.append(self.buffer)
         self.buffer = b""
 
+
 def start_echo_server():
     event = threading.Event()
     s = echo_server(event)
     s.start()
     event.wait()
     event.clear()
-    time.sleep(0.01)   # Give server time to start accepting.
+    time.sleep(0.01)  # Give server time to start accepting.
     return s, event
 
 
@@ -132,13 +128,13 @@ class TestAsynchat(unittest.TestCase):
         s.start()
         event.wait()
         event.clear()
-        time.sleep(0.01)   # Give server time to start accepting.
+        time.sleep(0.01)  # Give server time to start accepting.
         c = echo_client(term, s.port)
         c.push(b"hello ")
         c.push(b"world" + term)
         c.push(b"I'm not dead yet!" + term)
         c.push(SERVER_QUIT)
-        asyncore.loop(use_poll=self.usepoll, count=300, timeout=.01)
+        asyncore.loop(use_poll=self.usepoll, count=300, timeout=0.01)
         join_thread(s)
 
         self.assertEqual(c.contents, [b"hello world", b"I'm not dead yet!"])
@@ -150,17 +146,17 @@ class TestAsynchat(unittest.TestCase):
     def test_line_terminator1(self):
         # test one-character terminator
         for l in (1, 2, 3):
-            self.line_terminator_check(b'\n', l)
+            self.line_terminator_check(b"\n", l)
 
     def test_line_terminator2(self):
         # test two-character terminator
         for l in (1, 2, 3):
-            self.line_terminator_check(b'\r\n', l)
+            self.line_terminator_check(b"\r\n", l)
 
     def test_line_terminator3(self):
         # test three-character terminator
         for l in (1, 2, 3):
-            self.line_terminator_check(b'qqq', l)
+            self.line_terminator_check(b"qqq", l)
 
     def numeric_terminator_check(self, termlen):
         # Try reading a fixed number of bytes
@@ -169,7 +165,7 @@ class TestAsynchat(unittest.TestCase):
         data = b"hello world, I'm not dead yet!\n"
         c.push(data)
         c.push(SERVER_QUIT)
-        asyncore.loop(use_poll=self.usepoll, count=300, timeout=.01)
+        asyncore.loop(use_poll=self.usepoll, count=300, timeout=0.01)
         join_thread(s)
 
         self.assertEqual(c.contents, [data[:termlen]])
@@ -189,7 +185,7 @@ class TestAsynchat(unittest.TestCase):
         data = b"hello world, I'm not dead yet!\n"
         c.push(data)
         c.push(SERVER_QUIT)
-        asyncore.loop(use_poll=self.usepoll, count=300, timeout=.01)
+        asyncore.loop(use_poll=self.usepoll, count=300, timeout=0.01)
         join_thread(s)
 
         self.assertEqual(c.contents, [])
@@ -197,21 +193,21 @@ class TestAsynchat(unittest.TestCase):
 
     def test_simple_producer(self):
         s, event = start_echo_server()
-        c = echo_client(b'\n', s.port)
+        c = echo_client(b"\n", s.port)
         data = b"hello world\nI'm not dead yet!\n"
-        p = asynchat.simple_producer(data+SERVER_QUIT, buffer_size=8)
+        p = asynchat.simple_producer(data + SERVER_QUIT, buffer_size=8)
         c.push_with_producer(p)
-        asyncore.loop(use_poll=self.usepoll, count=300, timeout=.01)
+        asyncore.loop(use_poll=self.usepoll, count=300, timeout=0.01)
         join_thread(s)
 
         self.assertEqual(c.contents, [b"hello world", b"I'm not dead yet!"])
 
     def test_string_producer(self):
         s, event = start_echo_server()
-        c = echo_client(b'\n', s.port)
+        c = echo_client(b"\n", s.port)
         data = b"hello world\nI'm not dead yet!\n"
-        c.push_with_producer(data+SERVER_QUIT)
-        asyncore.loop(use_poll=self.usepoll, count=300, timeout=.01)
+        c.push_with_producer(data + SERVER_QUIT)
+        asyncore.loop(use_poll=self.usepoll, count=300, timeout=0.01)
         join_thread(s)
 
         self.assertEqual(c.contents, [b"hello world", b"I'm not dead yet!"])
@@ -219,23 +215,22 @@ class TestAsynchat(unittest.TestCase):
     def test_empty_line(self):
         # checks that empty lines are handled correctly
         s, event = start_echo_server()
-        c = echo_client(b'\n', s.port)
+        c = echo_client(b"\n", s.port)
         c.push(b"hello world\n\nI'm not dead yet!\n")
         c.push(SERVER_QUIT)
-        asyncore.loop(use_poll=self.usepoll, count=300, timeout=.01)
+        asyncore.loop(use_poll=self.usepoll, count=300, timeout=0.01)
         join_thread(s)
 
-        self.assertEqual(c.contents,
-                         [b"hello world", b"", b"I'm not dead yet!"])
+        self.assertEqual(c.contents, [b"hello world", b"", b"I'm not dead yet!"])
 
     def test_close_when_done(self):
         s, event = start_echo_server()
         s.start_resend_event = threading.Event()
-        c = echo_client(b'\n', s.port)
+        c = echo_client(b"\n", s.port)
         c.push(b"hello world\nI'm not dead yet!\n")
         c.push(SERVER_QUIT)
         c.close_when_done()
-        asyncore.loop(use_poll=self.usepoll, count=300, timeout=.01)
+        asyncore.loop(use_poll=self.usepoll, count=300, timeout=0.01)
 
         # Only allow the server to start echoing data back to the client after
         # the client has closed its connection.  This prevents a race condition
@@ -254,17 +249,17 @@ class TestAsynchat(unittest.TestCase):
         # Issue #12523: push() should raise a TypeError if it doesn't get
         # a bytes string
         s, event = start_echo_server()
-        c = echo_client(b'\n', s.port)
-        data = b'bytes\n'
+        c = echo_client(b"\n", s.port)
+        data = b"bytes\n"
         c.push(data)
         c.push(bytearray(data))
         c.push(memoryview(data))
         self.assertRaises(TypeError, c.push, 10)
-        self.assertRaises(TypeError, c.push, 'unicode')
+        self.assertRaises(TypeError, c.push, "unicode")
         c.push(SERVER_QUIT)
-        asyncore.loop(use_poll=self.usepoll, count=300, timeout=.01)
+        asyncore.loop(use_poll=self.usepoll, count=300, timeout=0.01)
         join_thread(s)
-        self.assertEqual(c.contents, [b'bytes', b'bytes', b'bytes'])
+        self.assertEqual(c.contents, [b"bytes", b"bytes", b"bytes"])
 
 
 class TestAsynchat_WithPoll(TestAsynchat):
@@ -281,7 +276,7 @@ class TestAsynchatMocked(unittest.TestCase):
         dispatcher.set_socket(sock)
         self.addCleanup(dispatcher.del_channel)
 
-        with unittest.mock.patch.object(dispatcher, 'handle_error') as error:
+        with unittest.mock.patch.object(dispatcher, "handle_error") as error:
             dispatcher.handle_read()
         self.assertFalse(error.called)
 
@@ -297,7 +292,6 @@ class TestNotConnected(unittest.TestCase):
         # Issue #11259
         client = asynchat.async_chat()
         self.assertRaises(ValueError, client.set_terminator, -1)
-
 
 
 if __name__ == "__main__":

@@ -13,31 +13,26 @@
 # - the mixin classes carry `__test__ = False` so that pytest, like unittest, only runs
 #   the concrete TestCase classes;
 # - test_compact_traceback expects this file's name instead of 'test_asyncore.py';
-# - formatted by ruff, and `noqa` comments where the original's style trips the linter.
+# - formatted and imports sorted by ruff; `noqa` comments where the original trips the linter.
 
-import unittest
-import select
-import os
-import socket
-import sys
-import time
 import errno
+import os
+import select
+import socket
 import struct
+import sys
 import threading
-
-import pytest
-
-import _support as support
-from _support import TESTFN_NAME
-from _support import check_warnings
-from _support import join_thread
-from _support import reap_threads
+import time
+import unittest
 from io import BytesIO
 
+import _support as support
+import pytest
 from _impl import asyncore
+from _support import TESTFN_NAME, check_warnings, join_thread, reap_threads
 
+HAS_UNIX_SOCKETS = hasattr(socket, "AF_UNIX")
 
-HAS_UNIX_SOCKETS = hasattr(socket, 'AF_UNIX')
 
 class dummysocket:
     def __init__(self):
@@ -49,12 +44,14 @@ class dummysocket:
     def fileno(self):
         return 42
 
+
 class dummychannel:
     def __init__(self):
         self.socket = dummysocket()
 
     def close(self):
         self.socket.close()
+
 
 class exitingdummy:
     def __init__(self):
@@ -66,6 +63,7 @@ class exitingdummy:
     handle_write_event = handle_read_event
     handle_close = handle_read_event
     handle_expt_event = handle_read_event
+
 
 class crashingdummy:
     def __init__(self):
@@ -80,6 +78,7 @@ class crashingdummy:
 
     def handle_error(self):
         self.error_handled = True
+
 
 # used when testing senders; just collects what it gets until newline is sent
 def capture_server(evt, buf, serv):
@@ -97,8 +96,8 @@ def capture_server(evt, buf, serv):
                 n -= 1
                 data = conn.recv(10)
                 # keep everything except for the newline terminator
-                buf.write(data.replace(b'\n', b''))
-                if b'\n' in data:
+                buf.write(data.replace(b"\n", b""))
+                if b"\n" in data:
                     break
             time.sleep(0.01)
 
@@ -106,6 +105,7 @@ def capture_server(evt, buf, serv):
     finally:
         serv.close()
         evt.set()
+
 
 def bind_af_aware(sock, addr):
     """Helper function to bind a socket according to its family."""
@@ -147,20 +147,20 @@ class HelperFunctionTests(unittest.TestCase):
     # http://mail.python.org/pipermail/python-list/2001-October/109973.html)
     # These constants should be present as long as poll is available
 
-    @unittest.skipUnless(hasattr(select, 'poll'), 'select.poll required')
+    @unittest.skipUnless(hasattr(select, "poll"), "select.poll required")
     def test_readwrite(self):
         # Check that correct methods are called by readwrite()
 
-        attributes = ('read', 'expt', 'write', 'closed', 'error_handled')
+        attributes = ("read", "expt", "write", "closed", "error_handled")
 
         expected = (
-            (select.POLLIN, 'read'),
-            (select.POLLPRI, 'expt'),
-            (select.POLLOUT, 'write'),
-            (select.POLLERR, 'closed'),
-            (select.POLLHUP, 'closed'),
-            (select.POLLNVAL, 'closed'),
-            )
+            (select.POLLIN, "read"),
+            (select.POLLPRI, "expt"),
+            (select.POLLOUT, "write"),
+            (select.POLLERR, "closed"),
+            (select.POLLHUP, "closed"),
+            (select.POLLNVAL, "closed"),
+        )
 
         class testobj:
             def __init__(self):
@@ -193,7 +193,7 @@ class HelperFunctionTests(unittest.TestCase):
             # Only the attribute modified by the routine we expect to be
             # called should be True.
             for attr in attributes:
-                self.assertEqual(getattr(tobj, attr), attr==expectedattr)
+                self.assertEqual(getattr(tobj, attr), attr == expectedattr)
 
             # check that ExitNow exceptions in the object handler method
             # bubbles all the way up through asyncore readwrite call
@@ -250,10 +250,10 @@ class HelperFunctionTests(unittest.TestCase):
 
         (f, function, line), t, v, info = r
         self.assertEqual(os.path.split(f)[-1], os.path.basename(__file__))
-        self.assertEqual(function, 'test_compact_traceback')
+        self.assertEqual(function, "test_compact_traceback")
         self.assertEqual(t, real_t)
         self.assertEqual(v, real_v)
-        self.assertEqual(info, '[%s|%s|%s]' % (f, function, line))
+        self.assertEqual(info, "[%s|%s|%s]" % (f, function, line))
 
 
 class DispatcherTests(unittest.TestCase):
@@ -270,7 +270,7 @@ class DispatcherTests(unittest.TestCase):
 
     def test_repr(self):
         d = asyncore.dispatcher()
-        self.assertEqual(repr(d), '<asyncore.dispatcher at %#x>' % id(d))
+        self.assertEqual(repr(d), "<asyncore.dispatcher at %#x>" % id(d))
 
     def test_log(self):
         d = asyncore.dispatcher()
@@ -283,7 +283,7 @@ class DispatcherTests(unittest.TestCase):
             d.log(l2)
 
         lines = stderr.getvalue().splitlines()
-        self.assertEqual(lines, ['log: %s' % l1, 'log: %s' % l2])
+        self.assertEqual(lines, ["log: %s" % l1, "log: %s" % l2])
 
     def test_log_info(self):
         d = asyncore.dispatcher()
@@ -293,12 +293,12 @@ class DispatcherTests(unittest.TestCase):
         l2 = "Why can't she have egg bacon spam and sausage?"
         l3 = "THAT'S got spam in it!"
         with support.captured_stdout() as stdout:
-            d.log_info(l1, 'EGGS')
+            d.log_info(l1, "EGGS")
             d.log_info(l2)
-            d.log_info(l3, 'SPAM')
+            d.log_info(l3, "SPAM")
 
         lines = stdout.getvalue().splitlines()
-        expected = ['EGGS: %s' % l1, 'info: %s' % l2, 'SPAM: %s' % l3]
+        expected = ["EGGS: %s" % l1, "info: %s" % l2, "SPAM: %s" % l3]
         self.assertEqual(lines, expected)
 
     def test_unhandled(self):
@@ -313,16 +313,18 @@ class DispatcherTests(unittest.TestCase):
             d.handle_connect()
 
         lines = stdout.getvalue().splitlines()
-        expected = ['warning: unhandled incoming priority event',
-                    'warning: unhandled read event',
-                    'warning: unhandled write event',
-                    'warning: unhandled connect event']
+        expected = [
+            "warning: unhandled incoming priority event",
+            "warning: unhandled read event",
+            "warning: unhandled write event",
+            "warning: unhandled connect event",
+        ]
         self.assertEqual(lines, expected)
 
     def test_strerror(self):
         # refers to bug #8573
         err = asyncore._strerror(errno.EPERM)
-        if hasattr(os, 'strerror'):
+        if hasattr(os, "strerror"):
             self.assertEqual(err, os.strerror(errno.EPERM))
         err = asyncore._strerror(-1)
         self.assertTrue(err != "")
@@ -369,7 +371,7 @@ class DispatcherWithSendTests(unittest.TestCase):
 
             d.send(data)
             d.send(data)
-            d.send(b'\n')
+            d.send(b"\n")
 
             n = 1000
             while d.out_buffer and n > 0:
@@ -378,13 +380,12 @@ class DispatcherWithSendTests(unittest.TestCase):
 
             evt.wait()
 
-            self.assertEqual(cap.getvalue(), data*2)
+            self.assertEqual(cap.getvalue(), data * 2)
         finally:
             join_thread(t)
 
 
-@unittest.skipUnless(hasattr(asyncore, 'file_wrapper'),
-                     'asyncore.file_wrapper required')
+@unittest.skipUnless(hasattr(asyncore, "file_wrapper"), "asyncore.file_wrapper required")
 class FileWrapperTest(unittest.TestCase):
     @pytest.fixture(autouse=True)
     def _testfn(self, tmp_path):
@@ -393,7 +394,7 @@ class FileWrapperTest(unittest.TestCase):
 
     def setUp(self):
         self.d = b"It's not dead, it's sleeping!"
-        with open(self.TESTFN, 'wb') as file:
+        with open(self.TESTFN, "wb") as file:
             file.write(self.d)
 
     def tearDown(self):
@@ -421,18 +422,19 @@ class FileWrapperTest(unittest.TestCase):
         w.write(d1)
         w.send(d2)
         w.close()
-        with open(self.TESTFN, 'rb') as file:
+        with open(self.TESTFN, "rb") as file:
             self.assertEqual(file.read(), self.d + d1 + d2)
 
-    @unittest.skipUnless(hasattr(asyncore, 'file_dispatcher'),
-                         'asyncore.file_dispatcher required')
+    @unittest.skipUnless(hasattr(asyncore, "file_dispatcher"), "asyncore.file_dispatcher required")
     def test_dispatcher(self):
         fd = os.open(self.TESTFN, os.O_RDONLY)
         data = []
+
         class FileDispatcher(asyncore.file_dispatcher):
             def handle_read(self):
                 data.append(self.recv(29))
-        s = FileDispatcher(fd)
+
+        s = FileDispatcher(fd)  # noqa: F841
         os.close(fd)
         asyncore.loop(timeout=0.01, use_poll=True, count=2)
         self.assertEqual(b"".join(data), self.d)
@@ -440,11 +442,11 @@ class FileWrapperTest(unittest.TestCase):
     def test_resource_warning(self):
         # Issue #11453
         fd = os.open(self.TESTFN, os.O_RDONLY)
-        f = asyncore.file_wrapper(fd)
+        f = asyncore.file_wrapper(fd)  # noqa: F841
 
         os.close(fd)
-        with check_warnings(('', ResourceWarning)):
-            f = None
+        with check_warnings(("", ResourceWarning)):
+            f = None  # noqa: F841
             support.gc_collect()
 
     def test_close_twice(self):
@@ -462,7 +464,6 @@ class FileWrapperTest(unittest.TestCase):
 
 
 class BaseTestHandler(asyncore.dispatcher):
-
     def __init__(self, sock=None):
         asyncore.dispatcher.__init__(self, sock)
         self.flag = False
@@ -511,7 +512,6 @@ class BaseServer(asyncore.dispatcher):
 
 
 class BaseClient(BaseTestHandler):
-
     def __init__(self, family, address):
         BaseTestHandler.__init__(self)
         self.create_socket(family)
@@ -555,7 +555,6 @@ class BaseTestAPI:
         # make sure handle_accept() is called when a client connects
 
         class TestListener(BaseTestHandler):
-
             def __init__(self, family, addr):
                 BaseTestHandler.__init__(self)
                 self.create_socket(family)
@@ -567,14 +566,13 @@ class BaseTestAPI:
                 self.flag = True
 
         server = TestListener(self.family, self.addr)
-        client = BaseClient(self.family, server.address)
+        client = BaseClient(self.family, server.address)  # noqa: F841
         self.loop_waiting_for_flag(server)
 
     def test_handle_accepted(self):
         # make sure handle_accepted() is called when a client connects
 
         class TestListener(BaseTestHandler):
-
             def __init__(self, family, addr):
                 BaseTestHandler.__init__(self)
                 self.create_socket(family)
@@ -590,9 +588,8 @@ class BaseTestAPI:
                 self.flag = True
 
         server = TestListener(self.family, self.addr)
-        client = BaseClient(self.family, server.address)
+        client = BaseClient(self.family, server.address)  # noqa: F841
         self.loop_waiting_for_flag(server)
-
 
     def test_handle_read(self):
         # make sure handle_read is called on data received
@@ -604,7 +601,7 @@ class BaseTestAPI:
         class TestHandler(BaseTestHandler):
             def __init__(self, conn):
                 BaseTestHandler.__init__(self, conn)
-                self.send(b'x' * 1024)
+                self.send(b"x" * 1024)
 
         server = BaseServer(self.family, self.addr, TestHandler)
         client = TestClient(self.family, server.address)
@@ -626,7 +623,6 @@ class BaseTestAPI:
         # the connection
 
         class TestClient(BaseClient):
-
             def handle_read(self):
                 # in order to make handle_close be called we are supposed
                 # to make at least one recv() call
@@ -649,10 +645,9 @@ class BaseTestAPI:
         # Check that ECONNRESET/EPIPE is correctly handled (issues #5661 and
         # #11265).
 
-        data = b'\0' * 128
+        data = b"\0" * 128
 
         class TestClient(BaseClient):
-
             def handle_write(self):
                 self.send(data)
 
@@ -665,7 +660,6 @@ class BaseTestAPI:
                 self.close()
 
         class TestHandler(BaseTestHandler):
-
             def handle_read(self):
                 self.recv(len(data))
                 self.close()
@@ -677,8 +671,7 @@ class BaseTestAPI:
         client = TestClient(self.family, server.address)
         self.loop_waiting_for_flag(client)
 
-    @unittest.skipIf(sys.platform.startswith("sunos"),
-                     "OOB support is broken on Solaris")
+    @unittest.skipIf(sys.platform.startswith("sunos"), "OOB support is broken on Solaris")
     def test_handle_expt(self):
         # Make sure handle_expt is called on OOB data received.
         # Note: this might fail on some platforms as OOB data is
@@ -697,7 +690,7 @@ class BaseTestAPI:
         class TestHandler(BaseTestHandler):
             def __init__(self, conn):
                 BaseTestHandler.__init__(self, conn)
-                self.socket.send(bytes(chr(244), 'latin-1'), socket.MSG_OOB)
+                self.socket.send(bytes(chr(244), "latin-1"), socket.MSG_OOB)
 
         server = BaseServer(self.family, self.addr, TestHandler)
         client = TestClient(self.family, server.address)
@@ -707,7 +700,8 @@ class BaseTestAPI:
 
         class TestClient(BaseClient):
             def handle_write(self):
-                1.0 / 0
+                1.0 / 0  # noqa: B018
+
             def handle_error(self):
                 self.flag = True
                 try:
@@ -729,7 +723,7 @@ class BaseTestAPI:
         self.assertFalse(server.connected)
         self.assertTrue(server.accepting)
         # this can't be taken for granted across all platforms
-        #self.assertFalse(client.connected)
+        # self.assertFalse(client.connected)
         self.assertFalse(client.accepting)
 
         # execute some loops so that client connects to server
@@ -786,13 +780,11 @@ class BaseTestAPI:
                 # if SO_REUSEADDR succeeded for sock we expect asyncore
                 # to do the same
                 s = asyncore.dispatcher(socket.socket(self.family))
-                self.assertFalse(s.socket.getsockopt(socket.SOL_SOCKET,
-                                                     socket.SO_REUSEADDR))
+                self.assertFalse(s.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR))
                 s.socket.close()
                 s.create_socket(self.family)
                 s.set_reuse_addr()
-                self.assertTrue(s.socket.getsockopt(socket.SOL_SOCKET,
-                                                     socket.SO_REUSEADDR))
+                self.assertTrue(s.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR))
 
     @reap_threads
     def test_quick_connect(self):
@@ -802,14 +794,12 @@ class BaseTestAPI:
 
         server = BaseServer(self.family, self.addr)
         # run the thread 500 ms: the socket should be connected in 200 ms
-        t = threading.Thread(target=lambda: asyncore.loop(timeout=0.1,
-                                                          count=5))
+        t = threading.Thread(target=lambda: asyncore.loop(timeout=0.1, count=5))
         t.start()
         try:
             with socket.socket(self.family, socket.SOCK_STREAM) as s:
-                s.settimeout(.2)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                             struct.pack('ii', 1, 0))
+                s.settimeout(0.2)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
                 try:
                     s.connect(server.address)
@@ -818,19 +808,23 @@ class BaseTestAPI:
         finally:
             join_thread(t)
 
+
 class TestAPI_UseIPv4Sockets(BaseTestAPI):
     family = socket.AF_INET
     addr = (support.HOST, 0)
 
-@unittest.skipUnless(support.IPV6_ENABLED, 'IPv6 support required')
+
+@unittest.skipUnless(support.IPV6_ENABLED, "IPv6 support required")
 class TestAPI_UseIPv6Sockets(BaseTestAPI):
     family = socket.AF_INET6
     addr = (support.HOSTv6, 0)
 
-@unittest.skipUnless(HAS_UNIX_SOCKETS, 'Unix sockets required')
+
+@unittest.skipUnless(HAS_UNIX_SOCKETS, "Unix sockets required")
 class TestAPI_UseUnixSockets(BaseTestAPI):
     if HAS_UNIX_SOCKETS:
         family = socket.AF_UNIX
+
     # self.TESTFN, in the test's own tmp_path
     @pytest.fixture(autouse=True)
     def _testfn(self, tmp_path):
@@ -840,32 +834,39 @@ class TestAPI_UseUnixSockets(BaseTestAPI):
         support.unlink(self.addr)
         BaseTestAPI.tearDown(self)
 
+
 class TestAPI_UseIPv4Select(TestAPI_UseIPv4Sockets, unittest.TestCase):
     __test__ = True
     use_poll = False
 
-@unittest.skipUnless(hasattr(select, 'poll'), 'select.poll required')
+
+@unittest.skipUnless(hasattr(select, "poll"), "select.poll required")
 class TestAPI_UseIPv4Poll(TestAPI_UseIPv4Sockets, unittest.TestCase):
     __test__ = True
     use_poll = True
+
 
 class TestAPI_UseIPv6Select(TestAPI_UseIPv6Sockets, unittest.TestCase):
     __test__ = True
     use_poll = False
 
-@unittest.skipUnless(hasattr(select, 'poll'), 'select.poll required')
+
+@unittest.skipUnless(hasattr(select, "poll"), "select.poll required")
 class TestAPI_UseIPv6Poll(TestAPI_UseIPv6Sockets, unittest.TestCase):
     __test__ = True
     use_poll = True
+
 
 class TestAPI_UseUnixSocketsSelect(TestAPI_UseUnixSockets, unittest.TestCase):
     __test__ = True
     use_poll = False
 
-@unittest.skipUnless(hasattr(select, 'poll'), 'select.poll required')
+
+@unittest.skipUnless(hasattr(select, "poll"), "select.poll required")
 class TestAPI_UseUnixSocketsPoll(TestAPI_UseUnixSockets, unittest.TestCase):
     __test__ = True
     use_poll = True
+
 
 if __name__ == "__main__":
     unittest.main()

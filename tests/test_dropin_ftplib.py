@@ -25,9 +25,9 @@ import pytest
 from _dropin import (
     DEADLINE,
     HOST,
-    HOSTv6,
     IPV6_ENABLED,
     TIMEOUT,
+    HOSTv6,
     SSLConnection,
     client_context,
 )

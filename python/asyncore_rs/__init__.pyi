@@ -1,3 +1,5 @@
+__all__ = ["install"]
+
 __version__: str
 
 def install() -> None: ...

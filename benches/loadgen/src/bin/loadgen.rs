@@ -34,6 +34,16 @@ enum Kind {
     Churn,
 }
 
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Active => "active",
+            Kind::Idle => "idle",
+            Kind::Churn => "churn",
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
     Connecting,
@@ -273,8 +283,8 @@ impl Engine {
             let n = match (&conn.stream).read(&mut self.scratch) {
                 Ok(0) => {
                     return Err(format!(
-                        "server closed a {:?} connection ({} of {} echo bytes received)",
-                        conn.kind,
+                        "server closed an {} connection ({} of {} echo bytes received)",
+                        conn.kind.name(),
                         conn.recvd,
                         self.requests[conn.req].len()
                     ))
@@ -285,10 +295,17 @@ impl Engine {
                 Err(e) => return Err(os_err("recv", &e)),
             };
             let req = &self.requests[conn.req];
-            if conn.state != State::InFlight || conn.recvd + n > req.len() {
+            if conn.state != State::InFlight {
                 return Err(format!(
-                    "server sent {} bytes more than the request it echoes",
-                    (conn.recvd + n).saturating_sub(req.len()).max(n)
+                    "server sent {n} bytes on an {} connection with no request in flight",
+                    conn.kind.name()
+                ));
+            }
+            if conn.recvd + n > req.len() {
+                return Err(format!(
+                    "server sent {} bytes more than the {}-byte request it echoes",
+                    conn.recvd + n - req.len(),
+                    req.len()
                 ));
             }
             if self.scratch[..n] != req[conn.recvd..conn.recvd + n] {
