@@ -331,13 +331,14 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
     let fifo = producer_fifo_of(slf)?;
     let n = data.len()?;
     if sabs.lt(n)? {
-        let builtins = py.import("builtins")?;
-        let starts = builtins.getattr(intern!(py, "range"))?.call1((0, n, &sabs))?;
-        let slice = builtins.getattr(intern!(py, "slice"))?;
+        let starts = py
+            .get_type::<pyo3::types::PyRange>()
+            .call1((0, n, &sabs))?;
         for i in starts.try_iter()? {
             let i = i?;
             let end = i.add(&sabs)?;
-            crate::fifo::append(&fifo, &data.get_item(slice.call1((i, end))?)?)?;
+            let part = data.get_item(crate::dispatcher::make_slice(py, &i, &end)?)?;
+            crate::fifo::append(&fifo, &part)?;
         }
     } else {
         crate::fifo::append(&fifo, data)?;
@@ -418,11 +419,7 @@ fn head<'py>(first: &Bound<'py, PyAny>, obs: &Bound<'py, PyAny>) -> PyResult<Bou
         }
     }
     let py = first.py();
-    let slice = py
-        .import("builtins")?
-        .getattr(intern!(py, "slice"))?
-        .call1((py.None(), obs))?;
-    first.get_item(slice)
+    first.get_item(crate::dispatcher::make_slice(py, &py.None().into_bound(py), obs)?)
 }
 
 /// `asynchat.find_prefix_at_end(haystack, needle)`.
@@ -444,9 +441,10 @@ pub fn find_prefix_at_end<'py>(
     }
     // Generic (str and other sequences): CPython's loop as written.
     let mut l = needle.len()? as isize - 1;
-    let slice = py.import("builtins")?.getattr(intern!(py, "slice"))?;
+    let none = py.None().into_bound(py);
     while l != 0 {
-        let prefix = needle.get_item(slice.call1((py.None(), l))?)?;
+        let stop = l.into_pyobject(py)?.into_any();
+        let prefix = needle.get_item(crate::dispatcher::make_slice(py, &none, &stop)?)?;
         if haystack
             .call_method1(intern!(py, "endswith"), (prefix,))?
             .is_truthy()?

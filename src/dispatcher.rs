@@ -439,23 +439,11 @@ impl Dispatcher {
         slf.setattr(intern!(py, "_fileno"), py.None())
     }
 
-    #[pyo3(signature = (family=None, r#type=None))]
-    fn create_socket(
-        slf: &Bound<'_, Self>,
-        family: Option<&Bound<'_, PyAny>>,
-        r#type: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<()> {
+    // CPython's defaults: socket.AF_INET, socket.SOCK_STREAM.
+    #[pyo3(signature = (family = py_int(libc::AF_INET), r#type = py_int(libc::SOCK_STREAM)))]
+    fn create_socket(slf: &Bound<'_, Self>, family: Py<PyAny>, r#type: Py<PyAny>) -> PyResult<()> {
         let py = slf.py();
-        // CPython's defaults: socket.AF_INET, socket.SOCK_STREAM.
-        let family = match family {
-            Some(f) => f.clone(),
-            None => libc::AF_INET.into_pyobject(py)?.into_any(),
-        };
-        let r#type = match r#type {
-            Some(t) => t.clone(),
-            None => libc::SOCK_STREAM.into_pyobject(py)?.into_any(),
-        };
-        let (family, r#type) = (&family, &r#type);
+        let (family, r#type) = (family.bind(py), r#type.bind(py));
         slf.setattr(
             intern!(py, "family_and_type"),
             PyTuple::new(py, [family, r#type])?,
@@ -619,17 +607,14 @@ impl Dispatcher {
         Ok(())
     }
 
-    #[pyo3(signature = (message, r#type=None))]
+    #[pyo3(signature = (message, r#type = py_str("info")))]
     fn log_info(
         slf: &Bound<'_, Self>,
         message: &Bound<'_, PyAny>,
-        r#type: Option<&Bound<'_, PyAny>>,
+        r#type: Py<PyAny>,
     ) -> PyResult<()> {
         let py = slf.py();
-        let kind = match r#type {
-            Some(t) => t.clone(),
-            None => PyString::new(py, "info").into_any(),
-        };
+        let kind = r#type.into_bound(py);
         if !slf
             .getattr(intern!(py, "ignore_log_types"))?
             .contains(&kind)?
@@ -772,11 +757,11 @@ impl Dispatcher {
     fn _ws_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let buf = out_buffer_of(slf)?;
-        let chunk = if buf.len()? > 65536 {
-            buf.get_item(pyo3::types::PySlice::new(py, 0, 65536, 1))?
-        } else {
+        let chunk = if buf.is_exact_instance_of::<PyBytes>() && buf.len()? <= 65536 {
             // `buf[:65536]` of a short bytes object is the object itself.
-            buf.get_item(pyo3::types::PySlice::full(py))?
+            buf.clone()
+        } else {
+            buf.get_item(pyo3::types::PySlice::new(py, 0, 65536, 1))?
         };
         let num_sent = dispatcher_send(slf, &chunk)?;
         let rest = slice_from(&out_buffer_of(slf)?, &num_sent)?;
@@ -824,7 +809,8 @@ impl Dispatcher {
         async_chat::init(slf)?;
         dispatcher_init(slf, sock, map)
     }
-    fn _ac_collect_incoming_data(&self, _data: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn _ac_collect_incoming_data(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let _ = data;
         Err(pyo3::exceptions::PyNotImplementedError::new_err("must be implemented in subclass"))
     }
     fn _ac_found_terminator(&self) -> PyResult<()> {
@@ -884,6 +870,18 @@ impl Dispatcher {
     fn _ac_discard_buffers(slf: &Bound<'_, Self>) -> PyResult<()> {
         async_chat::discard_buffers(slf)
     }
+}
+
+/// A default argument value (defaults are built when a call omits them).
+pub fn py_str(s: &str) -> Py<PyAny> {
+    Python::attach(|py| PyString::new(py, s).into_any().unbind())
+}
+
+pub fn py_int(i: i32) -> Py<PyAny> {
+    Python::attach(|py| {
+        i.into_pyobject(py)
+            .map_or_else(|_| py.None(), |v| v.into_any().unbind())
+    })
 }
 
 /// CPython's `dispatcher.__init__(self, sock=None, map=None)`.
@@ -946,11 +944,26 @@ pub fn slice_from<'py>(
     start: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    let slice = py
-        .import("builtins")?
-        .getattr(intern!(py, "slice"))?
-        .call1((start, py.None()))?;
-    obj.get_item(slice)
+    if let (Ok(b), Ok(i)) = (obj.cast_exact::<PyBytes>(), start.extract::<usize>()) {
+        let data = b.as_bytes();
+        return Ok(PyBytes::new(py, data.get(i..).unwrap_or_default()).into_any());
+    }
+    obj.get_item(make_slice(py, start, &py.None().into_bound(py))?)
+}
+
+/// `slice(start, stop)` for any objects (what `obj[start:stop]` builds).
+pub fn make_slice<'py>(
+    py: Python<'py>,
+    start: &Bound<'py, PyAny>,
+    stop: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: GIL held; PySlice_New returns a new reference or NULL with an error set.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            pyo3::ffi::PySlice_New(start.as_ptr(), stop.as_ptr(), std::ptr::null_mut()),
+        )
+    }
 }
 
 fn so_error<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {

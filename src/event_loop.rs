@@ -128,6 +128,8 @@ struct Reg {
     obj: Py<PyAny>,
     /// Some for channels whose interest Rust tracks; None: asked every pass.
     notify: Option<Arc<ChannelNotify>>,
+    /// For tracked channels: which built-in writable() answers for them.
+    wkind: WKind,
     want: u8,
     in_kernel: bool,
     kernel: Kernel,
@@ -212,12 +214,13 @@ impl LoopState {
                 self.examine(py, &map, key.bind(py), true)?;
             }
         }
+        // Membership is handled above; a dirty channel only needs its interest
+        // re-derived from its Rust fields.
         let dirty = std::mem::take(&mut *lock(&self.shared.dirty));
         for fd in dirty {
-            if let Some(reg) = self.regs.get(&fd) {
-                let key = reg.key.clone_ref(py);
-                self.examine(py, &map, key.bind(py), true)?;
-            }
+            let Some(reg) = self.regs.get(&fd) else { continue };
+            let obj = reg.obj.clone_ref(py);
+            self.refresh_one(py, fd, obj.bind(py))?;
         }
         self.refresh_untracked(py)
     }
@@ -350,7 +353,10 @@ impl LoopState {
         if self.regs.contains_key(&fd) {
             self.remove(fd);
         }
-        let notify = if self.persistent { trackable(py, obj)? } else { None };
+        let (notify, wkind) = match trackable(py, obj)? {
+            Some((n, k)) if self.persistent => (Some(n), k),
+            _ => (None, WKind::Always),
+        };
         if let Some(n) = &notify {
             n.attach(&self.shared, fd);
         }
@@ -361,6 +367,7 @@ impl LoopState {
                 key: key.clone().unbind(),
                 obj: obj.clone().unbind(),
                 notify,
+                wkind,
                 want: 0,
                 in_kernel: false,
                 kernel: Kernel::Epoll,
@@ -374,20 +381,21 @@ impl LoopState {
     /// A tracked channel told us its state changed: re-derive its interest
     /// (and whether it is still trackable).
     fn refresh_one(&mut self, py: Python<'_>, fd: RawFd, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut want = None;
         if let Some(reg) = self.regs.get_mut(&fd) {
             if reg.notify.is_none() && reg.asked == self.pass {
                 return Ok(());
             }
             reg.asked = self.pass;
-            if let Some(n) = &reg.notify {
+            if let (Some(n), Ok(d)) = (&reg.notify, obj.cast::<Dispatcher>()) {
                 n.dirty.store(false, Ordering::Relaxed);
-                if trackable(py, obj)?.is_none() {
-                    n.detach(&self.shared);
-                    reg.notify = None;
-                }
+                want = Some(tracked_interest(d, reg.wkind, self.mode));
             }
         }
-        let want = interest(py, obj, self.mode)?;
+        let want = match want {
+            Some(w) => w,
+            None => interest(py, obj, self.mode)?,
+        };
         self.apply(py, fd, want)
     }
 
@@ -650,7 +658,51 @@ fn writable_of(d: &Bound<'_, Dispatcher>) -> PyResult<bool> {
 
 /// Some(notify) when Rust can know `obj`'s interest without asking Python:
 /// built-in readable/writable, and the state they read held in Rust.
-fn trackable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<Arc<ChannelNotify>>> {
+/// Which built-in `writable()` a tracked channel has.
+#[derive(Clone, Copy)]
+enum WKind {
+    Always,
+    WithSend,
+    Chat,
+}
+
+/// The interest of a tracked channel, from its Rust fields alone.
+fn tracked_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u8 {
+    let py = d.py();
+    let me = d.get();
+    let st = me.st();
+    let w = match kind {
+        WKind::Always => true,
+        WKind::WithSend => {
+            !st.connected
+                || st.out_buffer.as_ref().is_some_and(|b| {
+                    b.bind(py)
+                        .cast::<pyo3::types::PyBytes>()
+                        .map_or(true, |b| !b.as_bytes().is_empty())
+                })
+        }
+        WKind::Chat => {
+            !st.connected
+                || st
+                    .producer_fifo
+                    .as_ref()
+                    .is_some_and(|f| f.bind(py).cast::<Fifo>().map_or(true, |f| f.get().len() > 0))
+        }
+    };
+    let mut want = WANT_R;
+    if w && !st.accepting {
+        want |= WANT_W;
+    }
+    if mode == Mode::Select || want & WANT_R != 0 {
+        want |= WANT_P;
+    }
+    want
+}
+
+fn trackable(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+) -> PyResult<Option<(Arc<ChannelNotify>, WKind)>> {
     let Ok(d) = obj.cast::<Dispatcher>() else {
         return Ok(None);
     };
@@ -662,17 +714,20 @@ fn trackable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Option<Arc<Chan
     if !(Dispatcher::is_direct(d, F_CONNECTED) && Dispatcher::is_direct(d, F_ACCEPTING)) {
         return Ok(None);
     }
-    let ok = if has_builtin(d, w, w) {
-        true
+    let kind = if has_builtin(d, w, w) {
+        Some(WKind::Always)
     } else if has_builtin(d, w, intern!(py, "_ws_writable")) {
-        Dispatcher::is_direct(d, F_OUT)
-            && out_buffer_of(d).is_ok_and(|b| b.is_exact_instance_of::<pyo3::types::PyBytes>())
+        (Dispatcher::is_direct(d, F_OUT)
+            && out_buffer_of(d).is_ok_and(|b| b.is_exact_instance_of::<pyo3::types::PyBytes>()))
+        .then_some(WKind::WithSend)
     } else if has_builtin(d, w, intern!(py, "_ac_writable")) {
-        Dispatcher::is_direct(d, F_FIFO) && producer_fifo_of(d).is_ok_and(|f| f.cast::<Fifo>().is_ok())
+        (Dispatcher::is_direct(d, F_FIFO)
+            && producer_fifo_of(d).is_ok_and(|f| f.cast::<Fifo>().is_ok()))
+        .then_some(WKind::Chat)
     } else {
-        false
+        None
     };
-    Ok(ok.then(|| d.get().notify.clone()))
+    Ok(kind.map(|k| (d.get().notify.clone(), k)))
 }
 
 // ------------------------------------------------------------ helpers

@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use pyo3::exceptions::PyIndexError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PySlice, PyTuple};
+use pyo3::types::{PyList, PyTuple};
+
+use crate::dispatcher::make_slice;
 
 use crate::event_loop::ChannelNotify;
 
@@ -204,48 +206,24 @@ pub struct SimpleProducer {
 #[pymethods]
 impl SimpleProducer {
     #[new]
-    #[pyo3(signature = (data, buffer_size=None))]
-    fn new(py: Python<'_>, data: Py<PyAny>, buffer_size: Option<Py<PyAny>>) -> PyResult<Self> {
-        let buffer_size = match buffer_size {
-            Some(b) => b,
-            None => 512i32.into_pyobject(py)?.into_any().unbind(),
-        };
-        Ok(SimpleProducer { data, buffer_size })
+    #[pyo3(signature = (data, buffer_size = crate::dispatcher::py_int(512)))]
+    fn new(data: Py<PyAny>, buffer_size: Py<PyAny>) -> Self {
+        SimpleProducer { data, buffer_size }
     }
 
     fn more<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let data = self.data.bind(py).clone();
         let size = self.buffer_size.bind(py).clone();
         if data.len()?.into_pyobject(py)?.gt(&size)? {
-            let head = data.get_item(PySlice::new_bound_any(py, None, Some(&size))?)?;
-            let tail = data.get_item(PySlice::new_bound_any(py, Some(&size), None)?)?;
+            let none = py.None().into_bound(py);
+            let head = data.get_item(make_slice(py, &none, &size)?)?;
+            let tail = data.get_item(make_slice(py, &size, &none)?)?;
             self.data = tail.unbind();
             Ok(head)
         } else {
             self.data = pyo3::types::PyBytes::new(py, b"").into_any().unbind();
             Ok(data)
         }
-    }
-}
-
-/// Makes `slice(start, stop)` from Python objects.
-trait SliceAny {
-    fn new_bound_any<'py>(
-        py: Python<'py>,
-        start: Option<&Bound<'py, PyAny>>,
-        stop: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>>;
-}
-
-impl SliceAny for PySlice {
-    fn new_bound_any<'py>(
-        py: Python<'py>,
-        start: Option<&Bound<'py, PyAny>>,
-        stop: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let none = py.None().into_bound(py);
-        let slice = py.import("builtins")?.getattr(intern!(py, "slice"))?;
-        slice.call1((start.unwrap_or(&none), stop.unwrap_or(&none)))
     }
 }
 

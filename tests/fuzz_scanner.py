@@ -291,8 +291,13 @@ def compare(prog):
     i = 0
     while i < min(len(got), len(want)) and got[i] == want[i]:
         i += 1
+    negative = any(
+        ev[0] in ("collect", "found", "state") and _negative_int(ev[-1] if ev[0] != "state" else ev[1])
+        for ev in want[: i + 1]
+    )
     return {
         "index": i,
+        "negative_int_terminator": negative,
         "reference": want[i : i + 3],
         "ours": got[i : i + 3],
         "kind": (
@@ -300,6 +305,14 @@ def compare(prog):
             got[i][0] if i < len(got) else "<end>",
         ),
     }
+
+
+def _negative_int(text):
+    try:
+        v = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return False
+    return isinstance(v, int) and v < 0
 
 
 def compare_fpae(src):
@@ -371,7 +384,7 @@ class Report:
         self.by_mode = dict.fromkeys(MODES, 0)
 
     def finding(self, prog, diff):
-        sig = (prog["mode"], diff["kind"])
+        sig = (prog["mode"], diff["kind"], diff["negative_int_terminator"])
         if sig in self.seen:
             self.seen[sig][0] += 1
             return
@@ -494,7 +507,8 @@ def main(argv=None):
                     diff = compare(prog)
                     print("%s -> %s" % (line.strip()[:200], "same" if diff is None else diff))
                     if diff is not None:
-                        report.seen[(prog["mode"], diff["kind"])] = [1, prog, diff]
+                        sig = (prog["mode"], diff["kind"], diff["negative_int_terminator"])
+                        report.seen[sig] = [1, prog, diff]
         return 1 if report.seen else 0
 
     start = time.monotonic()

@@ -12,8 +12,6 @@ from collections import deque  # noqa: F401  (CPython's asynchat exports it)
 from asyncore_rs import _core
 from asyncore_rs import asyncore as asyncore
 
-__all__ = ["async_chat", "fifo", "find_prefix_at_end", "simple_producer"]
-
 _d = asyncore.dispatcher
 
 

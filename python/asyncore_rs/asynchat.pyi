@@ -10,8 +10,6 @@ from typing_extensions import Self, TypeAlias
 
 from . import asyncore as asyncore
 
-# CPython 3.11's asynchat has no __all__; asyncore-rs defines this one.
-__all__ = ["async_chat", "fifo", "find_prefix_at_end", "simple_producer"]
 
 # A str terminator is encoded with `encoding` only when `use_encoding` is true.
 _Terminator: TypeAlias = bytes | str | int | None

@@ -29,25 +29,6 @@ from errno import (  # noqa: F401  (CPython's asyncore exports these names)
 
 from asyncore_rs import _core
 
-__all__ = [  # noqa: RUF022  (CPython's order of definition)
-    "ExitNow",
-    "SocketMap",
-    "close_all",
-    "compact_traceback",
-    "dispatcher",
-    "dispatcher_with_send",
-    "file_dispatcher",
-    "file_wrapper",
-    "loop",
-    "poll",
-    "poll2",
-    "poll3",
-    "read",
-    "readwrite",
-    "socket_map",
-    "write",
-]
-
 _DISCONNECTED = frozenset({ECONNRESET, ENOTCONN, ESHUTDOWN, ECONNABORTED, EPIPE, EBADF})
 
 
@@ -79,11 +60,11 @@ class SocketMap(dict):
         dict.__delitem__(self, key)
         self._note(key)
 
-    def pop(self, key, *default):
+    def pop(self, key, /, *default):
         self._note(key)
         return dict.pop(self, key, *default)
 
-    def setdefault(self, key, default=None):
+    def setdefault(self, key, default=None, /):
         self._note(key)
         return dict.setdefault(self, key, default)
 

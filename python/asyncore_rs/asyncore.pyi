@@ -21,25 +21,6 @@ _Socket: TypeAlias = socket.socket
 # Any mapping of fileno -> channel works as a map (dict, SocketMap, WeakValueDictionary...).
 _MapType: TypeAlias = MutableMapping[int, Any]
 
-# CPython 3.11's asyncore has no __all__; asyncore-rs defines this one.
-__all__ = [
-    "ExitNow",
-    "SocketMap",
-    "close_all",
-    "compact_traceback",
-    "dispatcher",
-    "dispatcher_with_send",
-    "loop",
-    "poll",
-    "poll2",
-    "poll3",
-    "read",
-    "readwrite",
-    "socket_map",
-    "write",
-]
-if sys.platform != "win32":
-    __all__ += ["file_dispatcher", "file_wrapper"]
 
 class SocketMap(dict[int, Any]):
     """The type of the global socket_map: a dict that keeps the Rust loop informed."""
