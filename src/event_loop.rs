@@ -207,9 +207,14 @@ impl LoopState {
         }
         let gone = std::mem::take(&mut *lock(&self.shared.gone));
         for fd in gone {
-            if let Some(reg) = self.regs.get_mut(&fd) {
+            // The channel left the poller itself (del_channel). If it is (or is
+            // again, e.g. after an SSL wrap and set_socket) in the map, it is
+            // registered afresh.
+            if let Some(mut reg) = self.regs.remove(&fd) {
                 reg.in_kernel = false;
-                reg.want = 0;
+                if let Some(n) = &reg.notify {
+                    n.detach(&self.shared);
+                }
                 let key = reg.key.clone_ref(py);
                 self.examine(py, &map, key.bind(py), true)?;
             }
