@@ -217,21 +217,37 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     result
 }
 
-/// An int terminator: collect up to that many bytes, counting down.
+/// An int terminator: collect up to that many bytes, counting down. A
+/// negative count (only possible by assigning `self.terminator` directly) is a
+/// negative slice index, as in CPython.
 fn scan_count(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>, lb: usize) -> PyResult<()> {
     let py = slf.py();
-    // An int too large for usize is larger than any buffer.
-    let n = term.extract::<usize>().unwrap_or(usize::MAX);
-    if lb < n {
+    let n: i128 = term.extract::<i64>().map_or_else(
+        |_| if term.lt(0).unwrap_or(false) { i128::MIN } else { i128::MAX },
+        i128::from,
+    );
+    if (lb as i128) < n {
         collect(slf, lb, Consume::All)?;
         let left = slf.getattr(intern!(py, "terminator"))?.sub(lb)?;
         slf.setattr(intern!(py, "terminator"), left)
     } else {
-        collect(slf, n, Consume::Front(n))?;
+        // buf[:n] and buf[n:], with Python's meaning of a negative n.
+        let cut = if n >= 0 { n as usize } else { (lb as i128 + n).max(0) as usize };
+        if cut > 0 {
+            collect(slf, cut, Consume::Front(cut))?;
+        } else {
+            collect_empty(slf)?;
+        }
         slf.setattr(intern!(py, "terminator"), 0)?;
         slf.call_method0(intern!(py, "found_terminator"))?;
         Ok(())
     }
+}
+
+/// `self.collect_incoming_data(b'')` (a count that cuts nothing).
+#[cold]
+fn collect_empty(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
+    collect(slf, 0, Consume::Front(0))
 }
 
 /// A bytes terminator, or the TypeError CPython's `bytes.find` raises.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use polling::{Event, PollMode, Poller};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -149,6 +149,8 @@ struct LoopState {
     /// Map entries whose key is no usable fd (None, a str, a negative int):
     /// select()/poll() only fail on them once their channel wants events.
     unkeyed: Vec<(Py<PyAny>, Py<PyAny>, u64)>,
+    /// Keys whose channel left the poller during the last pass.
+    recheck: Vec<Py<PyAny>>,
     pass: u64,
     events: Vec<libc::epoll_event>,
 }
@@ -178,6 +180,7 @@ impl LoopState {
             regs: HashMap::new(),
             snapshot: Vec::new(),
             unkeyed: Vec::new(),
+            recheck: Vec::new(),
             pass: 0,
             events: Vec::with_capacity(1024),
         })
@@ -205,19 +208,9 @@ impl LoopState {
             self.full_resync(py, &map)?;
             self.fresh = false;
         }
-        let gone = std::mem::take(&mut *lock(&self.shared.gone));
-        for fd in gone {
-            // The channel left the poller itself (del_channel). If it is (or is
-            // again, e.g. after an SSL wrap and set_socket) in the map, it is
-            // registered afresh.
-            if let Some(mut reg) = self.regs.remove(&fd) {
-                reg.in_kernel = false;
-                if let Some(n) = &reg.notify {
-                    n.detach(&self.shared);
-                }
-                let key = reg.key.clone_ref(py);
-                self.examine(py, &map, key.bind(py), true)?;
-            }
+        self.settle(py);
+        for key in std::mem::take(&mut self.recheck) {
+            self.examine(py, &map, key.bind(py), true)?;
         }
         // Membership is handled above; a dirty channel only needs its interest
         // re-derived from its Rust fields.
@@ -534,7 +527,7 @@ impl LoopState {
             }
         }
         let timeout = if ready.is_empty() { timeout } else { Some(Duration::ZERO) };
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let epfd = self.shared.poller.as_raw_fd();
         let cap = self.events.capacity();
         let n = loop {
@@ -569,8 +562,39 @@ impl LoopState {
         Ok(ready)
     }
 
-    fn key_of(&self, py: Python<'_>, fd: RawFd) -> Option<Py<PyAny>> {
-        self.regs.get(&fd).map(|r| r.key.clone_ref(py))
+    /// The channel an event on `fd` goes to: `map.get(...)` as CPython looks
+    /// it up (select() returns the keys it was given, poll() int fds), and
+    /// only if it is still the channel that was polled: an fd number closed
+    /// and reused within the pass does not inherit the old socket's events.
+    fn target<'py>(
+        &self,
+        py: Python<'py>,
+        map: &Bound<'py, PyAny>,
+        fd: RawFd,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(reg) = self.regs.get(&fd) else {
+            return Ok(None);
+        };
+        let obj = match self.mode {
+            Mode::Select => map_get(map, reg.key.bind(py))?,
+            Mode::Poll => map_get(map, fd.into_pyobject(py)?.as_any())?,
+        };
+        Ok(obj.filter(|o| o.is(reg.obj.bind(py))))
+    }
+
+    /// After a pass: channels that left the poller (del_channel) are dropped
+    /// now, so nothing here keeps a closed channel alive. If one is back in the
+    /// map, the next pass registers it again.
+    fn settle(&mut self, py: Python<'_>) {
+        let gone = std::mem::take(&mut *lock(&self.shared.gone));
+        for fd in gone {
+            if let Some(reg) = self.regs.remove(&fd) {
+                if let Some(n) = &reg.notify {
+                    n.detach(&self.shared);
+                }
+                self.recheck.push(reg.key.clone_ref(py));
+            }
+        }
     }
 }
 
@@ -895,20 +919,48 @@ fn select_timeout(t: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
     if t.is_none() {
         return Ok(None);
     }
+    // CPython converts to a nanosecond _PyTime_t (an i64) first.
+    const MAX_SECS: f64 = 9.223_372_036e9;
+    let too_large = || PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t");
+    if t.is_instance_of::<PyInt>() {
+        let secs: i64 = t.extract().map_err(|_| too_large())?;
+        if secs < 0 {
+            return Err(PyValueError::new_err("timeout must be non-negative"));
+        }
+        if secs as f64 > MAX_SECS {
+            return Err(too_large());
+        }
+        return Ok(Some(Duration::from_secs(secs as u64)));
+    }
     let secs: f64 = t
         .extract()
         .map_err(|_| PyTypeError::new_err("timeout must be a float or None"))?;
-    if secs.is_nan() || secs < 0.0 {
+    if secs.is_nan() {
+        return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
+    }
+    if !(secs.abs() <= MAX_SECS) {
+        return Err(PyOverflowError::new_err(
+            "timestamp out of range for platform time_t",
+        ));
+    }
+    if secs < 0.0 {
         return Err(PyValueError::new_err("timeout must be non-negative"));
     }
     Ok(Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)))
 }
 
-/// poll()'s millisecond timeout: None or negative waits forever.
-fn poll_timeout(ms: Option<i64>) -> Option<Duration> {
+/// poll()'s millisecond timeout: None or negative waits forever; too large
+/// raises the OverflowError select.poll().poll() raises.
+fn poll_timeout(ms: Option<i64>) -> PyResult<Option<Duration>> {
     match ms {
-        Some(ms) if ms >= 0 => Some(Duration::from_millis(ms as u64)),
-        _ => None,
+        Some(ms) if ms > i64::MAX / 1_000_000 || ms < i64::MIN / 1_000_000 => Err(
+            PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t"),
+        ),
+        Some(ms) if ms > i64::from(i32::MAX) => {
+            Err(PyOverflowError::new_err("timeout is too large"))
+        }
+        Some(ms) if ms >= 0 => Ok(Some(Duration::from_millis(ms as u64))),
+        _ => Ok(None),
     }
 }
 
@@ -940,8 +992,7 @@ fn pass_select(py: Python<'_>, st: &mut LoopState, timeout: &Bound<'_, PyAny>) -
     }
     for (list, which) in [(rl, 0u8), (wl, 1), (el, 2)] {
         for fd in list {
-            let Some(key) = st.key_of(py, fd) else { continue };
-            let Some(obj) = map_get(&map, key.bind(py))? else { continue };
+            let Some(obj) = st.target(py, &map, fd)? else { continue };
             let hook = match which {
                 0 => hooks.read.as_ref(),
                 1 => hooks.write.as_ref(),
@@ -962,18 +1013,18 @@ fn pass_select(py: Python<'_>, st: &mut LoopState, timeout: &Bound<'_, PyAny>) -
             }
         }
     }
+    st.settle(py);
     Ok(())
 }
 
 /// One pass of CPython's `poll2()` (the poll path).
 fn pass_poll(py: Python<'_>, st: &mut LoopState, ms: Option<i64>) -> PyResult<()> {
     st.sync(py, Mode::Poll)?;
-    let ready = st.wait(py, poll_timeout(ms))?;
+    let ready = st.wait(py, poll_timeout(ms)?)?;
     let hooks = Hooks::load(py)?;
     let map = st.map.bind(py).clone();
     for (fd, flags) in ready {
-        let Some(key) = st.key_of(py, fd) else { continue };
-        let Some(obj) = map_get(&map, key.bind(py))? else { continue };
+        let Some(obj) = st.target(py, &map, fd)? else { continue };
         match &hooks.readwrite {
             Some(h) => {
                 h.call1((&obj, flags))?;
@@ -981,6 +1032,7 @@ fn pass_poll(py: Python<'_>, st: &mut LoopState, ms: Option<i64>) -> PyResult<()
             None => do_readwrite(py, &obj, flags)?,
         }
     }
+    st.settle(py);
     Ok(())
 }
 
@@ -1158,8 +1210,14 @@ pub fn exception(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
 
 #[pyfunction]
 pub fn readwrite(py: Python<'_>, obj: &Bound<'_, PyAny>, flags: &Bound<'_, PyAny>) -> PyResult<()> {
-    let f = (flags.extract::<i64>()? & 0xffff) as u32;
-    do_readwrite(py, obj, f)
+    match flags.extract::<i64>() {
+        Ok(f) => do_readwrite(py, obj, (f & 0xffff) as u32),
+        // `flags & select.POLLIN` fails inside CPython's try: handle_error().
+        Err(_) => match flags.bitand(POLLIN) {
+            Ok(_) => do_readwrite(py, obj, 0),
+            Err(e) => readwrite_failure(py, obj, e),
+        },
+    }
 }
 
 /// `asyncore.close_all(map, ignore_all)`.

@@ -177,7 +177,8 @@ def _other_interpreters():
     return found
 
 
-OTHER_INTERPRETERS = _other_interpreters()
+# probing other interpreters costs subprocesses: only where these tests run
+OTHER_INTERPRETERS = _other_interpreters() if IMPL == "rs" else []
 
 
 @pytest.mark.parametrize(

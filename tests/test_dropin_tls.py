@@ -258,6 +258,52 @@ class TLSLineServerChat(TLSChat):
         self.close()
 
 
+class StartTLSServerChat(asynchat.async_chat):
+    """Starts in clear text; "STARTTLS" answers OK in clear, then wraps the socket in the middle
+    of handle_read (del_channel + set_socket) and handshakes from handle_read only, as CPython's
+    test POP3 server does: no Python readable()/writable() override. "BIG n" answers n bytes."""
+
+    def __init__(self, sock, server):
+        asynchat.async_chat.__init__(self, sock, map=server.chmap)
+        self.server = server
+        self.handshaking = False
+        self.incoming = []
+        self.set_terminator(b"\n")
+
+    def collect_incoming_data(self, data):
+        self.incoming.append(data)
+
+    def found_terminator(self):
+        data = b"".join(self.incoming)
+        self.incoming = []
+        if data == b"STARTTLS":
+            self.push(b"OK\n")
+            tls = server_context().wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self.del_channel()
+            self.set_socket(tls)
+            self.handshaking = True
+        elif data.startswith(b"BIG "):
+            self.push(b"x" * int(data[4:]) + b"\n")
+        else:
+            self.push(data.upper() + b"\n")
+
+    def handle_read(self):
+        if self.handshaking:
+            try:
+                self.socket.do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return
+            self.handshaking = False
+        else:
+            asynchat.async_chat.handle_read(self)
+
+    def handle_error(self):
+        self.server.errors.append(sys.exc_info()[1])
+        self.close()
+
+
 class TLSLineClientChat(TLSChat):
     """Client async_chat whose socket is wrapped before connect(); the handshake starts when
     the connection is up."""
@@ -441,3 +487,25 @@ def test_tls_handshake_error_goes_to_handle_error(use_poll):
             sock.sendall(b"ping")
             assert recv_exactly(sock, 4) == b"ping"
     assert server2.errors == []
+
+
+@USE_POLL
+def test_tls_async_chat_starttls_then_large_responses(use_poll):
+    """STARTTLS in the middle of a session, then responses larger than one send: the rest of
+    producer_fifo must go out on later write events."""
+    chmap = {}
+    server = Acceptor(StartTLSServerChat, chmap)
+    with LoopThread(chmap, use_poll=use_poll):
+        raw = socket.create_connection(server.address, timeout=TIMEOUT)
+        raw.sendall(b"hello\nSTARTTLS\n")
+        assert recv_exactly(raw, len(b"HELLO\nOK\n")) == b"HELLO\nOK\n"
+        with client_context().wrap_socket(raw, server_hostname="localhost") as sock:
+            f = sock.makefile("rb")
+            sock.sendall(b"secret\n")
+            assert recv_line(f) == b"SECRET"
+            for size in (100, 70_000, 300_000):
+                sock.sendall(b"BIG %d\n" % size)
+                assert recv_line(f) == b"x" * size
+            f.close()
+    assert server.errors == []
+    assert isinstance(server.handlers[0].socket, ssl.SSLSocket)
