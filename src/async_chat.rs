@@ -33,7 +33,10 @@ pub fn bytes_like<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
         let b = b.cast_into::<PyBytes>()?;
         return Ok(Cow::Owned(b.as_bytes().to_vec()));
     }
-    Err(PyTypeError::new_err(format!("can't concat {} to bytes", type_name(v))))
+    Err(PyTypeError::new_err(format!(
+        "can't concat {} to bytes",
+        type_name(v)
+    )))
 }
 
 fn type_name(v: &Bound<'_, PyAny>) -> String {
@@ -95,7 +98,9 @@ pub fn handle_read(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
 fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
     let py = slf.py();
     let size = slf.getattr(intern!(py, "ac_in_buffer_size"))?;
-    if Dispatcher::is_direct(slf, F_INBUF) && has_builtin(slf, intern!(py, "recv"), intern!(py, "recv")) {
+    if Dispatcher::is_direct(slf, F_INBUF)
+        && has_builtin(slf, intern!(py, "recv"), intern!(py, "recv"))
+    {
         let sock = socket_of(slf)?;
         if let (Some(fd), Ok(n)) = (plain_fd(py, &sock), size.extract::<usize>()) {
             let me = slf.get();
@@ -223,7 +228,13 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
 fn scan_count(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>, lb: usize) -> PyResult<()> {
     let py = slf.py();
     let n: i128 = term.extract::<i64>().map_or_else(
-        |_| if term.lt(0).unwrap_or(false) { i128::MIN } else { i128::MAX },
+        |_| {
+            if term.lt(0).unwrap_or(false) {
+                i128::MIN
+            } else {
+                i128::MAX
+            }
+        },
         i128::from,
     );
     if (lb as i128) < n {
@@ -232,7 +243,11 @@ fn scan_count(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>, lb: usize) -
         slf.setattr(intern!(py, "terminator"), left)
     } else {
         // buf[:n] and buf[n:], with Python's meaning of a negative n.
-        let cut = if n >= 0 { n as usize } else { (lb as i128 + n).max(0) as usize };
+        let cut = if n >= 0 {
+            n as usize
+        } else {
+            (lb as i128 + n).max(0) as usize
+        };
         if cut > 0 {
             collect(slf, cut, Consume::Front(cut))?;
         } else {
@@ -260,7 +275,9 @@ fn compile(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>) -> PyResult<Ter
         let py = slf.py();
         let buf = PyBytes::new(py, slf.get().st().in_data());
         buf.call_method1(intern!(py, "find"), (term,))?;
-        return Err(PyTypeError::new_err("terminator must be bytes, int or None"));
+        return Err(PyTypeError::new_err(
+            "terminator must be bytes, int or None",
+        ));
     }
     Ok(Terminator::new(&bytes_like(term)?))
 }
@@ -347,9 +364,7 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
     let fifo = producer_fifo_of(slf)?;
     let n = data.len()?;
     if sabs.lt(n)? {
-        let starts = py
-            .get_type::<pyo3::types::PyRange>()
-            .call1((0, n, &sabs))?;
+        let starts = py.get_type::<pyo3::types::PyRange>().call1((0, n, &sabs))?;
         for i in starts.try_iter()? {
             let i = i?;
             let end = i.add(&sabs)?;
@@ -435,7 +450,11 @@ fn head<'py>(first: &Bound<'py, PyAny>, obs: &Bound<'py, PyAny>) -> PyResult<Bou
         }
     }
     let py = first.py();
-    first.get_item(crate::dispatcher::make_slice(py, &py.None().into_bound(py), obs)?)
+    first.get_item(crate::dispatcher::make_slice(
+        py,
+        &py.None().into_bound(py),
+        obs,
+    )?)
 }
 
 /// `asynchat.find_prefix_at_end(haystack, needle)`.

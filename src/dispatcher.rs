@@ -158,9 +158,30 @@ macro_rules! bool_attr {
     };
 }
 
-bool_attr!(connected, set_connected, F_CONNECTED, connected, "connected", true);
-bool_attr!(accepting, set_accepting, F_ACCEPTING, accepting, "accepting", true);
-bool_attr!(connecting, set_connecting, F_CONNECTING, connecting, "connecting", false);
+bool_attr!(
+    connected,
+    set_connected,
+    F_CONNECTED,
+    connected,
+    "connected",
+    true
+);
+bool_attr!(
+    accepting,
+    set_accepting,
+    F_ACCEPTING,
+    accepting,
+    "accepting",
+    true
+);
+bool_attr!(
+    connecting,
+    set_connecting,
+    F_CONNECTING,
+    connecting,
+    "connecting",
+    false
+);
 
 /// `self.socket`.
 pub fn socket_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
@@ -198,7 +219,7 @@ pub fn set_out_buffer(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) -> 
 }
 
 fn store_out_buffer(me: &Dispatcher, value: &Bound<'_, PyAny>) {
-    let is_empty = |o: &Bound<'_, PyAny>| o.len().map_or(false, |n| n == 0);
+    let is_empty = |o: &Bound<'_, PyAny>| o.len().is_ok_and(|n| n == 0);
     let now_empty = is_empty(value);
     let old = me.st().out_buffer.replace(value.clone().unbind());
     let was_empty = old.is_none_or(|o| is_empty(o.bind(value.py())));
@@ -408,7 +429,11 @@ impl Dispatcher {
                 Err(e) => return Err(e),
             }
         }
-        Ok(format!("<{} at {:#x}>", status.join(" "), slf.as_ptr() as usize))
+        Ok(format!(
+            "<{} at {:#x}>",
+            status.join(" "),
+            slf.as_ptr() as usize
+        ))
     }
 
     #[pyo3(signature = (map=None))]
@@ -552,7 +577,11 @@ impl Dispatcher {
                 let seq: Vec<Bound<PyAny>> = pair.try_iter()?.collect::<PyResult<_>>()?;
                 Err(pyo3::exceptions::PyValueError::new_err(format!(
                     "{} values to unpack (expected 2)",
-                    if seq.len() > 2 { "too many" } else { "not enough" }
+                    if seq.len() > 2 {
+                        "too many"
+                    } else {
+                        "not enough"
+                    }
                 )))
             }
         }
@@ -603,7 +632,10 @@ impl Dispatcher {
 
     fn log(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
         let stderr = global(py, intern!(py, "sys"))?.getattr(intern!(py, "stderr"))?;
-        stderr.call_method1(intern!(py, "write"), (format!("log: {}\n", message.str()?),))?;
+        stderr.call_method1(
+            intern!(py, "write"),
+            (format!("log: {}\n", message.str()?),),
+        )?;
         Ok(())
     }
 
@@ -620,7 +652,9 @@ impl Dispatcher {
             .contains(&kind)?
         {
             let line = format!("{}: {}", kind.str()?, message.str()?);
-            py.import("builtins")?.getattr(intern!(py, "print"))?.call1((line,))?;
+            py.import("builtins")?
+                .getattr(intern!(py, "print"))?
+                .call1((line,))?;
         }
         Ok(())
     }
@@ -788,8 +822,7 @@ impl Dispatcher {
             slf.call_method1(intern!(py, "log_info"), (msg,))?;
         }
         let buf = out_buffer_of(slf)?;
-        let joined = if buf.len().is_ok_and(|n| n == 0) && data.is_exact_instance_of::<PyBytes>()
-        {
+        let joined = if buf.len().is_ok_and(|n| n == 0) && data.is_exact_instance_of::<PyBytes>() {
             data.clone()
         } else {
             buf.add(data)?
@@ -811,13 +844,20 @@ impl Dispatcher {
     }
     fn _ac_collect_incoming_data(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let _ = data;
-        Err(pyo3::exceptions::PyNotImplementedError::new_err("must be implemented in subclass"))
+        Err(pyo3::exceptions::PyNotImplementedError::new_err(
+            "must be implemented in subclass",
+        ))
     }
     fn _ac_found_terminator(&self) -> PyResult<()> {
-        Err(pyo3::exceptions::PyNotImplementedError::new_err("must be implemented in subclass"))
+        Err(pyo3::exceptions::PyNotImplementedError::new_err(
+            "must be implemented in subclass",
+        ))
     }
     #[pyo3(name = "_ac__collect_incoming_data")]
-    fn ac_private_collect_incoming_data(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn ac_private_collect_incoming_data(
+        slf: &Bound<'_, Self>,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
         slf.getattr(intern!(slf.py(), "incoming"))?
             .call_method1(intern!(slf.py(), "append"), (data,))?;
         Ok(())
@@ -859,10 +899,16 @@ impl Dispatcher {
         if fifo.is_truthy()? {
             return Ok(fifo);
         }
-        Ok((!connected(slf)?).into_pyobject(slf.py())?.to_owned().into_any())
+        Ok((!connected(slf)?)
+            .into_pyobject(slf.py())?
+            .to_owned()
+            .into_any())
     }
     fn _ac_close_when_done(slf: &Bound<'_, Self>) -> PyResult<()> {
-        crate::fifo::append(&producer_fifo_of(slf)?, &slf.py().None().into_bound(slf.py()))
+        crate::fifo::append(
+            &producer_fifo_of(slf)?,
+            &slf.py().None().into_bound(slf.py()),
+        )
     }
     fn _ac_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
         async_chat::initiate_send(slf)

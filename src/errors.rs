@@ -16,7 +16,10 @@ use crate::module_state::{global, state};
 pub fn os_error(py: Python<'_>, errno: i32) -> PyErr {
     let msg = std::io::Error::from_raw_os_error(errno).to_string();
     // Rust appends " (os error N)"; Python's message is the bare strerror.
-    let msg = msg.rsplit_once(" (os error").map_or(msg.as_str(), |(m, _)| m).to_owned();
+    let msg = msg
+        .rsplit_once(" (os error")
+        .map_or(msg.as_str(), |(m, _)| m)
+        .to_owned();
     os_error_with(py, errno, &msg)
 }
 
@@ -101,7 +104,7 @@ impl ExcInfoGuard {
         // SAFETY: the GIL is held; PyErr_GetExcInfo hands us new references that
         // PyErr_SetExcInfo takes back in Drop. SetExcInfo steals its arguments.
         unsafe {
-            ffi::PyErr_GetExcInfo(&mut saved.0, &mut saved.1, &mut saved.2);
+            ffi::PyErr_GetExcInfo(&raw mut saved.0, &raw mut saved.1, &raw mut saved.2);
             let t = ffi::Py_TYPE(value.as_ptr()).cast::<ffi::PyObject>();
             ffi::Py_IncRef(t);
             ffi::Py_IncRef(value.as_ptr());
@@ -146,7 +149,10 @@ pub fn compact_traceback(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
         cur = cur.getattr(intern!(py, "tb_next"))?;
     }
     let last = entries.get_item(entries.len() - 1)?;
-    PyTuple::new(py, [last, t, v, PyString::new(py, &parts.join(" ")).into_any()])
+    PyTuple::new(
+        py,
+        [last, t, v, PyString::new(py, &parts.join(" ")).into_any()],
+    )
 }
 
 /// `asyncore._strerror(err)`.

@@ -9,7 +9,7 @@
 //! (they tell us through `ChannelNotify`), and channels whose `readable()` /
 //! `writable()` are Python overrides (called every pass, as CPython does).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -157,7 +157,10 @@ struct LoopState {
 
 impl LoopState {
     fn new(py: Python<'_>, map: &Bound<'_, PyAny>, mode: Mode, persistent: bool) -> PyResult<Self> {
-        let kind = if map.get_type().hasattr(intern!(py, "_asyncore_rs_tracked"))? {
+        let kind = if map
+            .get_type()
+            .hasattr(intern!(py, "_asyncore_rs_tracked"))?
+        {
             let touched = map.getattr(intern!(py, "_touched"))?;
             MapKind::Tracked(touched.cast_into::<PyList>()?.unbind())
         } else if map.is_instance_of::<PyDict>() {
@@ -216,7 +219,9 @@ impl LoopState {
         // re-derived from its Rust fields.
         let dirty = std::mem::take(&mut *lock(&self.shared.dirty));
         for fd in dirty {
-            let Some(reg) = self.regs.get(&fd) else { continue };
+            let Some(reg) = self.regs.get(&fd) else {
+                continue;
+            };
             let obj = reg.obj.clone_ref(py);
             self.refresh_one(py, fd, obj.bind(py))?;
         }
@@ -256,7 +261,7 @@ impl LoopState {
         let mut v: *mut ffi::PyObject = std::ptr::null_mut();
         // SAFETY: map is a dict (MapKind::Dict) and the GIL is held; PyDict_Next
         // returns borrowed references we only compare.
-        while unsafe { ffi::PyDict_Next(map.as_ptr(), &mut pos, &mut k, &mut v) } != 0 {
+        while unsafe { ffi::PyDict_Next(map.as_ptr(), &raw mut pos, &raw mut k, &raw mut v) } != 0 {
             if self.snapshot.get(i) != Some(&(k as usize, v as usize)) {
                 return false;
             }
@@ -277,17 +282,18 @@ impl LoopState {
             .collect::<PyResult<_>>()?;
         self.snapshot.clear();
         self.unkeyed.clear();
-        let mut seen: HashMap<RawFd, ()> = HashMap::with_capacity(items.len());
+        let mut seen: HashSet<RawFd> = HashSet::with_capacity(items.len());
         for (key, obj) in &items {
-            self.snapshot.push((key.as_ptr() as usize, obj.as_ptr() as usize));
+            self.snapshot
+                .push((key.as_ptr() as usize, obj.as_ptr() as usize));
             if let Some(fd) = self.place(py, key, obj, true)? {
-                seen.insert(fd, ());
+                seen.insert(fd);
             }
         }
         let stale: Vec<RawFd> = self
             .regs
             .keys()
-            .filter(|fd| !seen.contains_key(fd))
+            .filter(|fd| !seen.contains(fd))
             .copied()
             .collect();
         for fd in stale {
@@ -310,7 +316,11 @@ impl LoopState {
             }
             None => {
                 if let Ok(fd) = as_fd(key) {
-                    if self.regs.get(&fd).is_some_and(|r| r.key.bind(py).eq(key).unwrap_or(false)) {
+                    if self
+                        .regs
+                        .get(&fd)
+                        .is_some_and(|r| r.key.bind(py).eq(key).unwrap_or(false))
+                    {
                         self.remove(fd);
                     }
                 }
@@ -337,7 +347,8 @@ impl LoopState {
                 if interest(py, obj, self.mode)? != 0 {
                     return Err(bad_key(bad));
                 }
-                self.unkeyed.push((key.clone().unbind(), obj.clone().unbind(), self.pass));
+                self.unkeyed
+                    .push((key.clone().unbind(), obj.clone().unbind(), self.pass));
                 return Ok(None);
             }
         };
@@ -351,7 +362,7 @@ impl LoopState {
         if self.regs.contains_key(&fd) {
             self.remove(fd);
         }
-        let (notify, wkind) = match trackable(py, obj)? {
+        let (notify, wkind) = match trackable(py, obj) {
             Some((n, k)) if self.persistent => (Some(n), k),
             _ => (None, WKind::Always),
         };
@@ -488,7 +499,10 @@ impl LoopState {
         if let Some(reg) = self.regs.remove(&fd) {
             if reg.in_kernel {
                 // SAFETY: see apply(); failure means the fd is already gone.
-                let _ = self.shared.poller.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+                let _ = self
+                    .shared
+                    .poller
+                    .delete(unsafe { BorrowedFd::borrow_raw(fd) });
             }
             if let Some(n) = reg.notify {
                 n.detach(&self.shared);
@@ -526,7 +540,11 @@ impl LoopState {
                 _ => {}
             }
         }
-        let timeout = if ready.is_empty() { timeout } else { Some(Duration::ZERO) };
+        let timeout = if ready.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let epfd = self.shared.poller.as_raw_fd();
         let cap = self.events.capacity();
@@ -555,8 +573,12 @@ impl LoopState {
         unsafe { self.events.set_len(n) };
         for ev in self.events.drain(..) {
             let (flags, key) = (ev.events, ev.u64);
-            let Ok(fd) = RawFd::try_from(key) else { continue };
-            let Some(reg) = self.regs.get(&fd) else { continue };
+            let Ok(fd) = RawFd::try_from(key) else {
+                continue;
+            };
+            let Some(reg) = self.regs.get(&fd) else {
+                continue;
+            };
             ready.push((fd, poll_flags(flags, reg.want)));
         }
         Ok(ready)
@@ -642,10 +664,11 @@ fn interest(py: Python<'_>, obj: &Bound<'_, PyAny>, mode: Mode) -> PyResult<u8> 
         ),
     };
     // "accepting sockets should not be writable"
-    let w_ok = w && !match obj.cast::<Dispatcher>() {
-        Ok(d) => accepting(d)?,
-        Err(_) => obj.getattr(intern!(py, "accepting"))?.is_truthy()?,
-    };
+    let w_ok = w
+        && !match obj.cast::<Dispatcher>() {
+            Ok(d) => accepting(d)?,
+            Err(_) => obj.getattr(intern!(py, "accepting"))?.is_truthy()?,
+        };
     let mut want = 0;
     if r {
         want |= WANT_R;
@@ -712,10 +735,11 @@ fn tracked_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u8 {
         }
         WKind::Chat => {
             !st.connected
-                || st
-                    .producer_fifo
-                    .as_ref()
-                    .is_some_and(|f| f.bind(py).cast::<Fifo>().map_or(true, |f| f.get().len() > 0))
+                || st.producer_fifo.as_ref().is_some_and(|f| {
+                    f.bind(py)
+                        .cast::<Fifo>()
+                        .map_or(true, |f| !f.get().is_empty())
+                })
         }
     };
     let mut want = WANT_R;
@@ -728,20 +752,15 @@ fn tracked_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u8 {
     want
 }
 
-fn trackable(
-    py: Python<'_>,
-    obj: &Bound<'_, PyAny>,
-) -> PyResult<Option<(Arc<ChannelNotify>, WKind)>> {
-    let Ok(d) = obj.cast::<Dispatcher>() else {
-        return Ok(None);
-    };
+fn trackable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<(Arc<ChannelNotify>, WKind)> {
+    let d = obj.cast::<Dispatcher>().ok()?;
     let r = intern!(py, "readable");
     let w = intern!(py, "writable");
     if !(has_builtin(d, r, r) || has_builtin(d, r, intern!(py, "_ac_readable"))) {
-        return Ok(None);
+        return None;
     }
     if !(Dispatcher::is_direct(d, F_CONNECTED) && Dispatcher::is_direct(d, F_ACCEPTING)) {
-        return Ok(None);
+        return None;
     }
     let kind = if has_builtin(d, w, w) {
         Some(WKind::Always)
@@ -756,7 +775,7 @@ fn trackable(
     } else {
         None
     };
-    Ok(kind.map(|k| (d.get().notify.clone(), k)))
+    kind.map(|k| (d.get().notify.clone(), k))
 }
 
 // ------------------------------------------------------------ helpers
@@ -787,10 +806,15 @@ fn as_fd(key: &Bound<'_, PyAny>) -> PyResult<RawFd> {
 }
 
 /// `map.get(key)`.
-fn map_get<'py>(map: &Bound<'py, PyAny>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+fn map_get<'py>(
+    map: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     if let Ok(d) = map.cast::<PyDict>() {
         if map.is_exact_instance_of::<PyDict>()
-            || map.get_type().hasattr(intern!(map.py(), "_asyncore_rs_tracked"))?
+            || map
+                .get_type()
+                .hasattr(intern!(map.py(), "_asyncore_rs_tracked"))?
         {
             return d.get_item(key);
         }
@@ -806,7 +830,10 @@ struct Cache {
     busy: Vec<usize>,
 }
 
-static CACHE: Mutex<Cache> = Mutex::new(Cache { idle: Vec::new(), busy: Vec::new() });
+static CACHE: Mutex<Cache> = Mutex::new(Cache {
+    idle: Vec::new(),
+    busy: Vec::new(),
+});
 const CACHE_SIZE: usize = 8;
 
 /// A loop state checked out for one map; returned to the cache on drop.
@@ -825,7 +852,13 @@ impl Checkout {
                 None
             } else {
                 cache.busy.push(key);
-                Some(cache.idle.iter().position(|s| s.map.as_ptr() as usize == key).map(|i| cache.idle.remove(i)))
+                Some(
+                    cache
+                        .idle
+                        .iter()
+                        .position(|s| s.map.as_ptr() as usize == key)
+                        .map(|i| cache.idle.remove(i)),
+                )
             }
         };
         let state = match found {
@@ -849,14 +882,18 @@ impl Checkout {
 
 impl Drop for Checkout {
     fn drop(&mut self) {
-        let Some(state) = self.state.take() else { return };
+        let Some(state) = self.state.take() else {
+            return;
+        };
         if !state.persistent {
             return;
         }
         if matches!(state.kind, MapKind::Other) {
             // Any other mapping (e.g. a WeakValueDictionary) is re-read every
             // pass anyway; keeping its channels alive here would be a leak.
-            lock(&CACHE).busy.retain(|k| *k != state.map.as_ptr() as usize);
+            lock(&CACHE)
+                .busy
+                .retain(|k| *k != state.map.as_ptr() as usize);
             return;
         }
         let evicted = {
@@ -901,7 +938,9 @@ struct Hooks<'py> {
 impl<'py> Hooks<'py> {
     fn load(py: Python<'py>) -> PyResult<Self> {
         let st = state(py)?;
-        let pick = |name: &Bound<'py, PyString>, orig: &Py<PyAny>| -> PyResult<Option<Bound<'py, PyAny>>> {
+        let pick = |name: &Bound<'py, PyString>,
+                    orig: &Py<PyAny>|
+         -> PyResult<Option<Bound<'py, PyAny>>> {
             let cur = global(py, name)?;
             Ok((!cur.is(orig.bind(py))).then_some(cur))
         };
@@ -916,11 +955,11 @@ impl<'py> Hooks<'py> {
 
 /// select()'s timeout argument.
 fn select_timeout(t: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
+    // CPython converts to a nanosecond _PyTime_t (an i64) first.
+    const MAX_SECS: f64 = 9.223_372_036e9;
     if t.is_none() {
         return Ok(None);
     }
-    // CPython converts to a nanosecond _PyTime_t (an i64) first.
-    const MAX_SECS: f64 = 9.223_372_036e9;
     let too_large = || PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t");
     if t.is_instance_of::<PyInt>() {
         let secs: i64 = t.extract().map_err(|_| too_large())?;
@@ -938,7 +977,7 @@ fn select_timeout(t: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
     if secs.is_nan() {
         return Err(PyValueError::new_err("Invalid value NaN (not a number)"));
     }
-    if !(secs.abs() <= MAX_SECS) {
+    if !secs.is_finite() || secs.abs() > MAX_SECS {
         return Err(PyOverflowError::new_err(
             "timestamp out of range for platform time_t",
         ));
@@ -946,14 +985,16 @@ fn select_timeout(t: &Bound<'_, PyAny>) -> PyResult<Option<Duration>> {
     if secs < 0.0 {
         return Err(PyValueError::new_err("timeout must be non-negative"));
     }
-    Ok(Some(Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)))
+    Ok(Some(
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX),
+    ))
 }
 
 /// poll()'s millisecond timeout: None or negative waits forever; too large
 /// raises the OverflowError select.poll().poll() raises.
 fn poll_timeout(ms: Option<i64>) -> PyResult<Option<Duration>> {
     match ms {
-        Some(ms) if ms > i64::MAX / 1_000_000 || ms < i64::MIN / 1_000_000 => Err(
+        Some(ms) if !(i64::MIN / 1_000_000..=i64::MAX / 1_000_000).contains(&ms) => Err(
             PyOverflowError::new_err("timestamp too large to convert to C _PyTime_t"),
         ),
         Some(ms) if ms > i64::from(i32::MAX) => {
@@ -992,24 +1033,23 @@ fn pass_select(py: Python<'_>, st: &mut LoopState, timeout: &Bound<'_, PyAny>) -
     }
     for (list, which) in [(rl, 0u8), (wl, 1), (el, 2)] {
         for fd in list {
-            let Some(obj) = st.target(py, &map, fd)? else { continue };
+            let Some(obj) = st.target(py, &map, fd)? else {
+                continue;
+            };
             let hook = match which {
                 0 => hooks.read.as_ref(),
                 1 => hooks.write.as_ref(),
                 _ => hooks.exception.as_ref(),
             };
-            match hook {
-                Some(h) => {
-                    h.call1((&obj,))?;
-                }
-                None => {
-                    let method = match which {
-                        0 => intern!(py, "handle_read_event"),
-                        1 => intern!(py, "handle_write_event"),
-                        _ => intern!(py, "handle_expt_event"),
-                    };
-                    guarded(py, &obj, method)?;
-                }
+            if let Some(h) = hook {
+                h.call1((&obj,))?;
+            } else {
+                let method = match which {
+                    0 => intern!(py, "handle_read_event"),
+                    1 => intern!(py, "handle_write_event"),
+                    _ => intern!(py, "handle_expt_event"),
+                };
+                guarded(py, &obj, method)?;
             }
         }
     }
@@ -1024,7 +1064,9 @@ fn pass_poll(py: Python<'_>, st: &mut LoopState, ms: Option<i64>) -> PyResult<()
     let hooks = Hooks::load(py)?;
     let map = st.map.bind(py).clone();
     for (fd, flags) in ready {
-        let Some(obj) = st.target(py, &map, fd)? else { continue };
+        let Some(obj) = st.target(py, &map, fd)? else {
+            continue;
+        };
         match &hooks.readwrite {
             Some(h) => {
                 h.call1((&obj, flags))?;
@@ -1097,7 +1139,9 @@ fn poll_ms(timeout: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
     let ms = if let Ok(f) = timeout.cast::<PyFloat>() {
         let v = f.value() * 1000.0;
         if v.is_finite() {
-            return Ok(Some(v.trunc().clamp(i64::MIN as f64, i64::MAX as f64) as i64));
+            return Ok(Some(
+                v.trunc().clamp(i64::MIN as f64, i64::MAX as f64) as i64
+            ));
         }
         timeout.mul(1000)?
     } else {
@@ -1152,7 +1196,8 @@ pub fn loop_(
 ) -> PyResult<()> {
     let map = resolve_map(py, map)?;
     let st = state(py)?;
-    let use_poll2 = use_poll.is_truthy()? && global(py, intern!(py, "select"))?.hasattr(intern!(py, "poll"))?;
+    let use_poll2 =
+        use_poll.is_truthy()? && global(py, intern!(py, "select"))?.hasattr(intern!(py, "poll"))?;
     let (poll_fun, original) = if use_poll2 {
         (global(py, intern!(py, "poll2"))?, st.poll2.bind(py).clone())
     } else {
@@ -1160,7 +1205,11 @@ pub fn loop_(
     };
     let mode = if use_poll2 { Mode::Poll } else { Mode::Select };
     let mut checkout: Option<Checkout> = None;
-    let ms = if use_poll2 && poll_fun.is(&original) { poll_ms(timeout)? } else { None };
+    let ms = if use_poll2 && poll_fun.is(&original) {
+        poll_ms(timeout)?
+    } else {
+        None
+    };
     let mut remaining = count.clone();
     let counted = !count.is_none();
     loop {
@@ -1222,7 +1271,11 @@ pub fn readwrite(py: Python<'_>, obj: &Bound<'_, PyAny>, flags: &Bound<'_, PyAny
 
 /// `asyncore.close_all(map, ignore_all)`.
 #[pyfunction]
-pub fn close_all(py: Python<'_>, map: &Bound<'_, PyAny>, ignore_all: &Bound<'_, PyAny>) -> PyResult<()> {
+pub fn close_all(
+    py: Python<'_>,
+    map: &Bound<'_, PyAny>,
+    ignore_all: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     let map = resolve_map(py, map)?;
     let ignore_all = ignore_all.is_truthy()?;
     let values: Vec<Bound<PyAny>> = map

@@ -113,11 +113,11 @@ impl Fifo {
     }
 
     fn __bool__(&self) -> bool {
-        self.len() != 0
+        !self.items().is_empty()
     }
 
-    fn is_empty(&self) -> bool {
-        self.len() == 0
+    pub fn is_empty(&self) -> bool {
+        self.items().is_empty()
     }
 
     fn first(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -149,8 +149,14 @@ impl Fifo {
     /// The fifo API: `(1, first item)` removed, or `(0, None)` when empty.
     fn pop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         match self.edit(VecDeque::pop_front) {
-            Some(item) => PyTuple::new(py, [1i32.into_pyobject(py)?.into_any(), item.into_bound(py)]),
-            None => PyTuple::new(py, [0i32.into_pyobject(py)?.into_any(), py.None().into_bound(py)]),
+            Some(item) => PyTuple::new(
+                py,
+                [1i32.into_pyobject(py)?.into_any(), item.into_bound(py)],
+            ),
+            None => PyTuple::new(
+                py,
+                [0i32.into_pyobject(py)?.into_any(), py.None().into_bound(py)],
+            ),
         }
     }
 
@@ -226,4 +232,3 @@ impl SimpleProducer {
         }
     }
 }
-

@@ -27,7 +27,11 @@ pub fn plain_fd(py: Python<'_>, sock: &Bound<'_, PyAny>) -> Option<RawFd> {
     if !sock.get_type().is(st.socket_class.bind(py)) {
         return None;
     }
-    let fd: RawFd = sock.call_method0(intern!(py, "fileno")).ok()?.extract().ok()?;
+    let fd: RawFd = sock
+        .call_method0(intern!(py, "fileno"))
+        .ok()?
+        .extract()
+        .ok()?;
     (fd >= 0).then_some(fd)
 }
 
@@ -49,14 +53,7 @@ pub fn recv_with<R>(
         }
         loop {
             // SAFETY: buf holds at least `size` writable bytes.
-            let n = unsafe {
-                libc::recv(
-                    fd,
-                    buf.as_mut_ptr().cast(),
-                    size,
-                    libc::MSG_DONTWAIT,
-                )
-            };
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), size, libc::MSG_DONTWAIT) };
             if n >= 0 {
                 return Direct::Done(take(&buf[..n as usize]));
             }

@@ -2,8 +2,9 @@
 
 from typing import Any
 
+from asyncore_rs.asynchat import fifo as fifo
+from asyncore_rs.asynchat import simple_producer as simple_producer
 from asyncore_rs.asyncore import dispatcher as dispatcher
-from asyncore_rs.asynchat import fifo as fifo, simple_producer as simple_producer
 
 def _bind_asyncore(globals: dict[str, Any], /) -> None: ...
 def loop(timeout: Any, use_poll: Any, map: Any, count: Any, /) -> None: ...

@@ -10,7 +10,6 @@ from typing_extensions import Self, TypeAlias
 
 from . import asyncore as asyncore
 
-
 # A str terminator is encoded with `encoding` only when `use_encoding` is true.
 _Terminator: TypeAlias = bytes | str | int | None
 

@@ -168,7 +168,7 @@ if os.name == "posix":
 
         def __del__(self):
             if self.fd >= 0:
-                warnings.warn(f"unclosed file {self!r}", ResourceWarning, source=self)
+                warnings.warn(f"unclosed file {self!r}", ResourceWarning, source=self)  # noqa: B028
             self.close()
 
         def recv(self, *args):

@@ -21,7 +21,6 @@ _Socket: TypeAlias = socket.socket
 # Any mapping of fileno -> channel works as a map (dict, SocketMap, WeakValueDictionary...).
 _MapType: TypeAlias = MutableMapping[int, Any]
 
-
 class SocketMap(dict[int, Any]):
     """The type of the global socket_map: a dict that keeps the Rust loop informed."""
 
