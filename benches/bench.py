@@ -121,6 +121,12 @@ def all_impls() -> dict[str, Impl]:
         i.key: i
         for i in [
             Impl("asyncore_rs", "asyncore-rs", "asyncore_rs_server.py", legacy=True),
+            Impl(
+                "asyncore_rs_batched",
+                "asyncore-rs, batched",
+                "asyncore_rs_batched_server.py",
+                legacy=True,
+            ),
             Impl("stdlib", "stdlib asyncore", "stdlib_server.py", legacy=True),
             Impl("uvloop", "uvloop Protocol", "uvloop_server.py"),
             Impl("asyncio", "asyncio Protocol", "asyncio_server.py"),

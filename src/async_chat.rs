@@ -374,6 +374,18 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
     } else {
         crate::fifo::append(&fifo, data)?;
     }
+    if crate::output_batch::may_defer(slf)? {
+        crate::output_batch::defer(slf);
+        return Ok(());
+    }
+    if has_builtin(
+        slf,
+        intern!(py, "initiate_send"),
+        intern!(py, "_ac_initiate_send"),
+    ) {
+        crate::output_batch::flush(slf)?;
+        return initiate_send(slf);
+    }
     slf.call_method0(intern!(py, "initiate_send"))?;
     Ok(())
 }

@@ -9,7 +9,7 @@
 //! event loop learns of every change without asking Python each pass. State
 //! nothing in Rust needs stays in the instance `__dict__`, as in CPython.
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pyo3::exceptions::{PyOSError, PyTypeError};
@@ -22,6 +22,7 @@ use crate::errors::{errno_of, is_disconnect, os_error_with};
 use crate::event_loop::ChannelNotify;
 use crate::fifo::Fifo;
 use crate::module_state::global;
+use crate::output_batch;
 use crate::sockio::{recv_bytes, send_obj};
 
 /// Attributes whose Rust field is authoritative unless a subclass shadows the
@@ -93,9 +94,45 @@ pub struct Dispatcher {
     st: Mutex<State>,
     pub notify: Arc<ChannelNotify>,
     direct: AtomicU16,
+    /// Output queued by a batched push (see output_batch.rs).
+    pub deferred: AtomicBool,
+    /// Whether initiate_send and send are ours: 0 unknown, 1 yes, 2 no.
+    pub builtin_output: AtomicU8,
 }
 
 impl Dispatcher {
+    /// `dispatcher.handle_read_event`.
+    pub fn read_event(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+
+        if accepting(slf)? {
+            slf.call_method0(intern!(py, "handle_accept"))?;
+        } else if !connected(slf)? {
+            if connecting(slf)? {
+                slf.call_method0(intern!(py, "handle_connect_event"))?;
+            }
+            slf.call_method0(intern!(py, "handle_read"))?;
+        } else {
+            slf.call_method0(intern!(py, "handle_read"))?;
+        }
+        Ok(())
+    }
+
+    /// `dispatcher.handle_write_event`.
+    pub fn write_event(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        if accepting(slf)? {
+            // Accepting sockets shouldn't get a write event (CPython pretends
+            // it didn't happen).
+            return Ok(());
+        }
+        if !connected(slf)? && connecting(slf)? {
+            slf.call_method0(intern!(py, "handle_connect_event"))?;
+        }
+        slf.call_method0(intern!(py, "handle_write"))?;
+        Ok(())
+    }
+
     pub fn st(&self) -> MutexGuard<'_, State> {
         self.st.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -279,6 +316,8 @@ impl Dispatcher {
             st: Mutex::new(State::default()),
             notify: Arc::new(ChannelNotify::default()),
             direct: AtomicU16::new(0),
+            deferred: AtomicBool::new(false),
+            builtin_output: AtomicU8::new(0),
         }
     }
 
@@ -338,8 +377,11 @@ impl Dispatcher {
     }
     // Unset until __init__ (or the subclass) assigns them, as in CPython.
     #[getter(socket)]
-    fn get_socket(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.st()
+    fn get_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        output_batch::flush(slf)?;
+        slf.get()
+            .st()
             .socket
             .as_ref()
             .map(|s| s.clone_ref(py))
@@ -384,8 +426,11 @@ impl Dispatcher {
         Ok(())
     }
     #[getter(_rs_producer_fifo)]
-    fn get_producer_fifo(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.st()
+    fn get_producer_fifo(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        output_batch::flush(slf)?;
+        slf.get()
+            .st()
             .producer_fifo
             .as_ref()
             .map(|b| b.clone_ref(py))
@@ -450,6 +495,7 @@ impl Dispatcher {
     #[pyo3(signature = (map=None))]
     fn del_channel(slf: &Bound<'_, Self>, map: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
+        output_batch::flush(slf)?;
         let fd = slf.getattr(intern!(py, "_fileno"))?;
         let map = match map {
             Some(m) => m.clone(),
@@ -615,6 +661,7 @@ impl Dispatcher {
 
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
+        output_batch::flush(slf)?;
         set_connected(slf, false)?;
         set_accepting(slf, false)?;
         set_connecting(slf, false)?;
@@ -660,18 +707,11 @@ impl Dispatcher {
     }
 
     fn handle_read_event(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        if accepting(slf)? {
-            slf.call_method0(intern!(py, "handle_accept"))?;
-        } else if !connected(slf)? {
-            if connecting(slf)? {
-                slf.call_method0(intern!(py, "handle_connect_event"))?;
-            }
-            slf.call_method0(intern!(py, "handle_read"))?;
-        } else {
-            slf.call_method0(intern!(py, "handle_read"))?;
-        }
-        Ok(())
+        Self::read_event(slf)
+    }
+
+    fn handle_write_event(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::write_event(slf)
     }
 
     fn handle_connect_event(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -685,20 +725,6 @@ impl Dispatcher {
         slf.call_method0(intern!(py, "handle_connect"))?;
         set_connected(slf, true)?;
         set_connecting(slf, false)
-    }
-
-    fn handle_write_event(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        if accepting(slf)? {
-            // Accepting sockets shouldn't get a write event (CPython pretends
-            // it didn't happen).
-            return Ok(());
-        }
-        if !connected(slf)? && connecting(slf)? {
-            slf.call_method0(intern!(py, "handle_connect_event"))?;
-        }
-        slf.call_method0(intern!(py, "handle_write"))?;
-        Ok(())
     }
 
     fn handle_expt_event(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -828,6 +854,13 @@ impl Dispatcher {
             buf.add(data)?
         };
         set_out_buffer(slf, &joined)?;
+        if has_builtin(
+            slf,
+            intern!(py, "initiate_send"),
+            intern!(py, "_ws_initiate_send"),
+        ) {
+            return Self::_ws_initiate_send(slf);
+        }
         slf.call_method0(intern!(py, "initiate_send"))?;
         Ok(())
     }
@@ -895,6 +928,7 @@ impl Dispatcher {
         1
     }
     fn _ac_writable<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        output_batch::flush(slf)?;
         let fifo = producer_fifo_of(slf)?;
         if fifo.is_truthy()? {
             return Ok(fifo);
@@ -911,9 +945,11 @@ impl Dispatcher {
         )
     }
     fn _ac_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
+        output_batch::flush(slf)?;
         async_chat::initiate_send(slf)
     }
     fn _ac_discard_buffers(slf: &Bound<'_, Self>) -> PyResult<()> {
+        output_batch::flush(slf)?;
         async_chat::discard_buffers(slf)
     }
 }

@@ -9,6 +9,7 @@ mod errors;
 mod event_loop;
 mod fifo;
 mod module_state;
+mod output_batch;
 mod scanner;
 mod sockio;
 

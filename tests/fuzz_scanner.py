@@ -118,7 +118,9 @@ def term_from(src):
 
 def make_program(src):
     nchunks = src.int(1, 12)
-    chunks = [src.bytes(src.int(0, 40) if src.int(0, 5) else src.int(0, 600)) for _ in range(nchunks)]
+    chunks = [
+        src.bytes(src.int(0, 40) if src.int(0, 5) else src.int(0, 600)) for _ in range(nchunks)
+    ]
     found = []
     for _ in range(src.int(0, 6)):
         kind = src.pick(ACTIONS)
@@ -292,7 +294,8 @@ def compare(prog):
     while i < min(len(got), len(want)) and got[i] == want[i]:
         i += 1
     negative = any(
-        ev[0] in ("collect", "found", "state") and _negative_int(ev[-1] if ev[0] != "state" else ev[1])
+        ev[0] in ("collect", "found", "state")
+        and _negative_int(ev[-1] if ev[0] != "state" else ev[1])
         for ev in want[: i + 1]
     )
     return {

@@ -335,9 +335,7 @@ CASES = [
     ("loop_count_none_type", lambda e: e.aio.loop(count=[], map=e.ready()[0]), 0),
     (
         "loop_count_float",
-        lambda e: (lambda m, d: (e.aio.loop(timeout=0, count=1.5, map=m), d.events)[1])(
-            *e.ready()
-        ),
+        lambda e: (lambda m, d: (e.aio.loop(timeout=0, count=1.5, map=m), d.events)[1])(*e.ready()),
         0,
     ),
     (
@@ -504,9 +502,9 @@ CASES = [
     ("dispatcher_map_int", lambda e: e.aio.dispatcher(sock=e.pair()[0], map=123), 0),
     (
         "dispatcher_unconnected_tcp",
-        lambda e: (lambda m: (lambda d: (d.connected, d.addr, len(m)))(e.aio.dispatcher(e.sock(), m)))(
-            e.map()
-        ),
+        lambda e: (
+            lambda m: (lambda d: (d.connected, d.addr, len(m)))(e.aio.dispatcher(e.sock(), m))
+        )(e.map()),
         0,
     ),
     (
@@ -525,9 +523,9 @@ CASES = [
     ),
     (
         "dispatcher_getpeername_einval",
-        lambda e: (lambda m: (lambda d: (d.connected, len(m)))(e.aio.dispatcher(FakeSock(errno.EINVAL), m)))(
-            e.map()
-        ),
+        lambda e: (
+            lambda m: (lambda d: (d.connected, len(m)))(e.aio.dispatcher(FakeSock(errno.EINVAL), m))
+        )(e.map()),
         0,
     ),
     # --- dispatcher methods without a socket ------------------------------------------------
@@ -557,8 +555,16 @@ CASES = [
         lambda e: (lambda d: (d.handle_read_event(), d.events)[1])(e.Rec(map=e.map())),
         0,
     ),
-    ("handle_read_event_no_socket_base", lambda e: e.aio.dispatcher(map=e.map()).handle_read_event(), 0),
-    ("handle_write_event_no_socket", lambda e: e.aio.dispatcher(map=e.map()).handle_write_event(), 0),
+    (
+        "handle_read_event_no_socket_base",
+        lambda e: e.aio.dispatcher(map=e.map()).handle_read_event(),
+        0,
+    ),
+    (
+        "handle_write_event_no_socket",
+        lambda e: e.aio.dispatcher(map=e.map()).handle_write_event(),
+        0,
+    ),
     (
         "close_twice",
         lambda e: (lambda d: (d.close(), d.close(), d.socket is None)[2])(e.Rec(map=e.map())),
@@ -573,9 +579,11 @@ CASES = [
     ),
     (
         "del_channel_twice",
-        lambda e: (lambda m: (lambda d: (d.del_channel(), d.del_channel(), dict(m))[2])(e.Rec(e.pair()[0], m)))(
-            e.map()
-        ),
+        lambda e: (
+            lambda m: (lambda d: (d.del_channel(), d.del_channel(), dict(m))[2])(
+                e.Rec(e.pair()[0], m)
+            )
+        )(e.map()),
         0,
     ),
     ("del_channel_map_int", lambda e: e.Rec(map=e.map()).del_channel(map=123), 0),
@@ -657,7 +665,11 @@ CASES = [
     # --- dispatcher_with_send / file_wrapper / file_dispatcher ------------------------------------
     ("dws_send_str", lambda e: e.aio.dispatcher_with_send(map=e.map()).send("s"), 0),
     ("dws_send_no_socket", lambda e: e.aio.dispatcher_with_send(map=e.map()).send(b"x"), 0),
-    ("dws_initiate_send_no_socket", lambda e: e.aio.dispatcher_with_send(map=e.map()).initiate_send(), 0),
+    (
+        "dws_initiate_send_no_socket",
+        lambda e: e.aio.dispatcher_with_send(map=e.map()).initiate_send(),
+        0,
+    ),
     (
         "dws_writable_fresh",
         lambda e: bool(e.aio.dispatcher_with_send(map=e.map()).writable()),
@@ -669,9 +681,9 @@ CASES = [
     ("file_dispatcher_negative", lambda e: e.aio.file_dispatcher(-1, map=e.map()), 0),
     (
         "file_wrapper_getsockopt_other",
-        lambda e: (lambda w: _catch(lambda: w.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE), w.close))(
-            e.aio.file_wrapper(e.pair()[0].fileno())
-        ),
+        lambda e: (
+            lambda w: _catch(lambda: w.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE), w.close)
+        )(e.aio.file_wrapper(e.pair()[0].fileno())),
         0,
     ),
     (
@@ -697,9 +709,11 @@ CASES = [
     ("push_no_args", lambda e: _chat(e).push(), 0),
     (
         "push_with_producer_odd",
-        lambda e: (lambda c: (c.push_with_producer(None), c.push_with_producer(123), len(c.producer_fifo))[2])(
-            _chat(e)
-        ),
+        lambda e: (
+            lambda c: (c.push_with_producer(None), c.push_with_producer(123), len(c.producer_fifo))[
+                2
+            ]
+        )(_chat(e)),
         0,
     ),
     ("set_terminator_negative", lambda e: _chat(e).set_terminator(-1), 1),
@@ -714,9 +728,11 @@ CASES = [
     ),
     (
         "set_terminator_str_use_encoding",
-        lambda e: (lambda c: (setattr(c, "use_encoding", 1), c.set_terminator("\xe9"), c.get_terminator())[2])(
-            _chat(e)
-        ),
+        lambda e: (
+            lambda c: (setattr(c, "use_encoding", 1), c.set_terminator("\xe9"), c.get_terminator())[
+                2
+            ]
+        )(_chat(e)),
         0,
     ),
     ("get_terminator_fresh", lambda e: _chat(e).get_terminator(), 0),
@@ -728,9 +744,14 @@ CASES = [
     ),
     (
         "chat_get_data",
-        lambda e: (lambda c: (c._collect_incoming_data(b"a"), c._collect_incoming_data(b"b"), c._get_data(), c._get_data())[2:])(
-            _chat(e)
-        ),
+        lambda e: (
+            lambda c: (
+                c._collect_incoming_data(b"a"),
+                c._collect_incoming_data(b"b"),
+                c._get_data(),
+                c._get_data(),
+            )[2:]
+        )(_chat(e)),
         0,
     ),
     (
@@ -742,7 +763,9 @@ CASES = [
     ("chat_handle_write_no_socket", lambda e: _chat(e).handle_write(), 0),
     (
         "chat_discard_buffers_fresh",
-        lambda e: (lambda c: (c.discard_buffers(), len(c.producer_fifo), c.ac_in_buffer)[1:])(_chat(e)),
+        lambda e: (lambda c: (c.discard_buffers(), len(c.producer_fifo), c.ac_in_buffer)[1:])(
+            _chat(e)
+        ),
         0,
     ),
     (

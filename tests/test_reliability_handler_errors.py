@@ -3,6 +3,7 @@ served; KeyboardInterrupt / SystemExit / ExitNow leave loop() with the map intac
 can be called again to finish the work.
 """
 
+import socket
 import sys
 
 import pytest
@@ -12,6 +13,7 @@ from _reliability import (
     LineEchoChannel,
     blocking_client,
     close_map,
+    readable,
     roundtrip,
     run_until,
 )
@@ -180,13 +182,13 @@ def test_reraised_exception_leaves_loop_and_loop_resumes(exc, use_poll):
             got = b""
             want = b"pending %d\n" % i
             while got != want:
-                run_until(lambda s=sock: _readable(s), map, use_poll)
+                run_until(lambda s=sock: readable(s), map, use_poll)
                 got += sock.recv(100)
             sock.settimeout(10)
         bad.settimeout(10)
         got = b""
         while got != b"stop\n":
-            run_until(lambda: _readable(bad), map, use_poll)
+            run_until(lambda: readable(bad), map, use_poll)
             got += bad.recv(100)
         for i, sock in enumerate(clients):
             roundtrip(sock, b"after %d\n" % i, map, use_poll)
@@ -196,12 +198,6 @@ def test_reraised_exception_leaves_loop_and_loop_resumes(exc, use_poll):
         close_map(map)
 
 
-def _readable(sock):
-    import select
-
-    return bool(select.select([sock], [], [], 0)[0])
-
-
 class ExplodingReadable(asyncore.dispatcher):
     def readable(self):
         raise ValueError("readable")
@@ -209,8 +205,6 @@ class ExplodingReadable(asyncore.dispatcher):
 
 @pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
 def test_exception_in_readable_propagates_out_of_loop(use_poll):
-    import socket
-
     a, b = socket.socketpair()
     map = {}
     try:

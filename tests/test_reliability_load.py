@@ -61,10 +61,11 @@ def test_thousands_of_simultaneous_connections(use_poll):
     try:
         # connect in batches, so that the listen backlog never overflows
         for start in range(0, CONNECTIONS, 250):
-            clients += [LoadClient(map, server.address, n) for n in range(start, start + 250)]
+            clients.extend(LoadClient(map, server.address, n) for n in range(start, start + 250))
             run_until(
-                lambda: len(server.channels) == len(clients)
-                and all(c.connected_once for c in clients),
+                lambda: (
+                    len(server.channels) == len(clients) and all(c.connected_once for c in clients)
+                ),
                 map,
                 use_poll,
             )

@@ -23,7 +23,6 @@ from _reliability import (
     expect,
     readable,
     roundtrip,
-    run_until,
 )
 
 CLIENTS = 6
@@ -220,7 +219,7 @@ def test_handler_opens_new_channels_during_pass(use_poll):
             assert [e for e, _ in s.events].count("connect") == 1
             assert "error" not in [e for e, _ in s.events]
         assert len(server.channels) == 2 + 3
-        for i, sock in enumerate(clients):
+        for sock in clients:
             sock.settimeout(10)
         assert clients[0].recv(100) == b"spawn\n"
         assert clients[1].recv(100) == b"plain\n"
@@ -269,15 +268,13 @@ def test_fd_reused_in_same_pass_new_channel_is_served(use_poll):
         assert "error" not in [e for e, _ in new.events]
         assert old.calls_after_close == []
         assert old.errors == []
-        closer = clients[server.channels.index(state["closer"])]
+        closer = next(c for c in clients if c.getsockname() == state["closer"].addr)
         expect(closer, b"swap\n", map, use_poll)
         roundtrip(closer, b"x\n", map, use_poll)
     finally:
         for sock in clients:
             sock.close()
-        state_peer = locals().get("state", {}).get("peer")
-        if state_peer is not None:
-            state_peer.close()
+        state["peer"].close()
         close_map(map)
 
 
@@ -302,7 +299,6 @@ def test_fd_reused_in_same_pass_gets_no_stale_event(use_poll, request):
 @pytest.mark.parametrize("how", ["handler_close", "close_between_passes", "socket_closed_behind"])
 def test_fd_reused_in_later_pass(how, use_poll):
     map, server, clients, channels = start(use_poll, 2)
-    spare = None
     try:
         keeper, victim = channels
         fd = victim.socket.fileno()
@@ -340,6 +336,4 @@ def test_fd_reused_in_later_pass(how, use_poll):
     finally:
         for sock in clients:
             sock.close()
-        if spare is not None:
-            spare.close()
         close_map(map)

@@ -7,6 +7,7 @@ its own lines back, and the global socket_map must stay untouched.
 
 import random
 import threading
+import time
 
 import pytest
 from _impl import asyncore
@@ -14,7 +15,7 @@ from _reliability import BOUND_S, EchoServer, LineEchoChannel, Worker, blocking_
 
 LOOPS = 2
 CLIENTS_PER_LOOP = 4
-ROUNDS = 200
+ROUNDS = 300
 
 
 class ThreadCheckingChannel(LineEchoChannel):
@@ -24,8 +25,6 @@ class ThreadCheckingChannel(LineEchoChannel):
 
 
 def serve(map, stop, use_poll):
-    import time
-
     end = time.monotonic() + BOUND_S
     passes = 0
     while not stop.is_set():
@@ -41,7 +40,9 @@ def client(address, seed):
     sock = blocking_client(address)
     try:
         for i in range(ROUNDS):
-            line = b"%d:%d:" % (seed, i) + bytes(rng.randrange(32, 127) for _ in range(rng.randrange(200)))
+            line = b"%d:%d:" % (seed, i) + bytes(
+                rng.randrange(32, 127) for _ in range(rng.randrange(200))
+            )
             sock.sendall(line + b"\n")
             got = b""
             while not got.endswith(b"\n"):

@@ -30,6 +30,10 @@ class async_chat(asyncore.dispatcher):
     use_encoding = 0
     encoding = "latin-1"
 
+    # asyncore-rs extension: batch the pushes a handler makes into one send when
+    # it returns. Only for handlers that never wait for the peer after a push.
+    ac_batch_output = False
+
     ac_in_buffer = _d._rs_ac_in_buffer
     producer_fifo = _d._rs_producer_fifo
 

@@ -40,6 +40,7 @@ class fifo:
 class async_chat(asyncore.dispatcher):
     ac_in_buffer_size: int
     ac_out_buffer_size: int
+    ac_batch_output: bool  # asyncore-rs extension: batch pushes made in one handler
     use_encoding: int
     encoding: str
     ac_in_buffer: bytes

@@ -1,0 +1,167 @@
+"""asyncore-rs's opt-in output batching (`async_chat.ac_batch_output = True`).
+
+By default every push() is sent at once, as in CPython. A class that opts in has
+the pushes of one handler sent together when the handler returns; anything that
+could observe the difference sends the queue first. These tests pin both.
+"""
+
+import socket
+
+import pytest
+from _impl import IMPL, asynchat, asyncore
+
+pytestmark = pytest.mark.skipif(IMPL != "rs", reason="an asyncore-rs extension")
+
+
+def make_chat(cls, chan_map):
+    ours, peer = socket.socketpair()
+    peer.settimeout(2.0)
+    return cls(ours, map=chan_map), peer
+
+
+def recv_until(peer, n):
+    data = b""
+    while len(data) < n:
+        chunk = peer.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def pump(chan_map, until, passes=200):
+    for _ in range(passes):
+        if until():
+            return True
+        asyncore.loop(timeout=0.01, map=chan_map, count=1)
+    return until()
+
+
+class Lines(asynchat.async_chat):
+    ac_batch_output = True
+
+    def __init__(self, sock, map):
+        asynchat.async_chat.__init__(self, sock, map=map)
+        self.set_terminator(b"\n")
+        self.buf = []
+        self.seen_in_handler = []
+
+    def collect_incoming_data(self, data):
+        self.buf.append(data)
+
+    def found_terminator(self):
+        line = b"".join(self.buf)
+        self.buf = []
+        self.on_line(line)
+
+    def on_line(self, line):
+        self.push(line + b"\n")
+
+
+@pytest.fixture
+def chan_map():
+    m = {}
+    yield m
+    asyncore.close_all(m, ignore_all=True)
+
+
+def test_default_push_is_sent_before_the_handler_returns(chan_map):
+    peer_got = []
+
+    class Plain(Lines):
+        ac_batch_output = False
+
+        def on_line(self, line):
+            self.push(line + b"\n")
+            # the peer can read it while this handler still runs (CPython's behaviour)
+            peer_got.append(recv_until(peer, len(line) + 1))
+
+    chat, peer = make_chat(Plain, chan_map)
+    peer.sendall(b"hello\n")
+    assert pump(chan_map, lambda: peer_got)
+    assert peer_got == [b"hello\n"]
+    peer.close()
+
+
+def test_batched_pushes_arrive_whole_and_in_order(chan_map):
+    chat, peer = make_chat(Lines, chan_map)
+    lines = [b"%05d" % i + b"x" * 58 for i in range(300)]
+    payload = b"".join(line + b"\n" for line in lines)
+    peer.sendall(payload)
+    got = b""
+    for _ in range(400):
+        asyncore.loop(timeout=0.01, map=chan_map, count=1)
+        peer.setblocking(False)
+        try:
+            got += peer.recv(1 << 20)
+        except BlockingIOError:
+            pass
+        if len(got) >= len(payload):
+            break
+    assert got == payload
+    assert len(chat.producer_fifo) == 0
+    peer.close()
+
+
+def test_batched_push_is_delayed_until_the_handler_returns(chan_map):
+    waited = []
+
+    class Probe(Lines):
+        def on_line(self, line):
+            self.push(line + b"\n")
+            peer.settimeout(0.05)
+            try:
+                waited.append(peer.recv(100))
+            except TimeoutError:
+                waited.append(None)
+
+    chat, peer = make_chat(Probe, chan_map)
+    peer.sendall(b"one\n")
+    assert pump(chan_map, lambda: waited)
+    assert waited == [None]  # not sent yet inside the handler
+    peer.settimeout(2.0)
+    assert recv_until(peer, 4) == b"one\n"  # sent when it returned
+    peer.close()
+
+
+@pytest.mark.parametrize("how", ["close", "socket_send", "producer_fifo", "writable"])
+def test_observing_the_channel_sends_the_batch_first(how, chan_map):
+    seen = []
+
+    class Observer(Lines):
+        def on_line(self, line):
+            self.push(b"A")
+            if how == "close":
+                self.close()
+            elif how == "socket_send":
+                self.socket.send(b"B")
+            elif how == "producer_fifo":
+                seen.append(len(self.producer_fifo))
+            else:
+                seen.append(bool(self.writable()))
+
+    chat, peer = make_chat(Observer, chan_map)
+    peer.sendall(b"go\n")
+    assert pump(chan_map, lambda: how == "close" and not chan_map or seen or how == "socket_send")
+    for _ in range(5):
+        asyncore.loop(timeout=0.01, map=chan_map, count=1)
+    expected = {"close": b"A", "socket_send": b"AB", "producer_fifo": b"A", "writable": b"A"}
+    assert recv_until(peer, len(expected[how])) == expected[how]
+    if how in ("producer_fifo", "writable"):
+        assert seen == [0] if how == "producer_fifo" else seen == [False]
+    peer.close()
+
+
+def test_close_when_done_after_batched_pushes(chan_map):
+    class Closer(Lines):
+        def on_line(self, line):
+            self.push(line + b"\n")
+            self.push(b"bye\n")
+            self.close_when_done()
+
+    chat, peer = make_chat(Closer, chan_map)
+    peer.sendall(b"hi\n")
+    assert pump(chan_map, lambda: not chan_map)
+    assert recv_until(peer, 100) == b"hi\nbye\n"
+    assert peer.recv(10) == b""  # closed after the data
+    peer.close()
