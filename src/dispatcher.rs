@@ -848,17 +848,30 @@ impl Dispatcher {
             slf.call_method1(intern!(py, "log_info"), (msg,))?;
         }
         let buf = out_buffer_of(slf)?;
-        let joined = if buf.len().is_ok_and(|n| n == 0) && data.is_exact_instance_of::<PyBytes>() {
+        let builtin_send = has_builtin(
+            slf,
+            intern!(py, "initiate_send"),
+            intern!(py, "_ws_initiate_send"),
+        );
+        let empty = buf.len().is_ok_and(|n| n == 0);
+        if empty && builtin_send && data.is_exact_instance_of::<PyBytes>() {
+            if let Some(rest) = send_whole(slf, data)? {
+                // What CPython's out_buffer holds after its one send attempt.
+                set_out_buffer(slf, &rest)?;
+                if rest.is(data) {
+                    // Nothing went out: CPython's path, with its error handling.
+                    return Self::_ws_initiate_send(slf);
+                }
+            }
+            return Ok(());
+        }
+        let joined = if empty && data.is_exact_instance_of::<PyBytes>() {
             data.clone()
         } else {
             buf.add(data)?
         };
         set_out_buffer(slf, &joined)?;
-        if has_builtin(
-            slf,
-            intern!(py, "initiate_send"),
-            intern!(py, "_ws_initiate_send"),
-        ) {
+        if builtin_send {
             return Self::_ws_initiate_send(slf);
         }
         slf.call_method0(intern!(py, "initiate_send"))?;
@@ -997,6 +1010,35 @@ fn dispatcher_init(
             }
             None => Err(e),
         },
+    }
+}
+
+/// `dispatcher_with_send.send(data)` with an empty out_buffer on a plain
+/// socket: one direct send of `data` (bytes no longer than 65536, as
+/// CPython's `initiate_send` slices). None when all of it went out (the buffer
+/// stays empty, no interest change); else the buffer CPython would now hold.
+fn send_whole<'py>(
+    slf: &Bound<'py, Dispatcher>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = slf.py();
+    let Ok(bytes) = data.cast::<PyBytes>() else {
+        return Ok(Some(data.clone()));
+    };
+    let raw = bytes.as_bytes();
+    let sock = socket_of(slf)?;
+    let Some(fd) = crate::sockio::plain_fd(py, &sock) else {
+        return Ok(Some(data.clone()));
+    };
+    if raw.is_empty() || raw.len() > 65536 {
+        return Ok(Some(data.clone()));
+    }
+    match crate::sockio::send_direct(py, fd, raw) {
+        crate::sockio::Direct::Done(n) if n == raw.len() => Ok(None),
+        crate::sockio::Direct::Done(n) => Ok(Some(PyBytes::new(py, &raw[n..]).into_any())),
+        // Would block, or failed: leave it all to CPython's path, which makes
+        // its own attempt and handles the error as it does.
+        _ => Ok(Some(data.clone())),
     }
 }
 
