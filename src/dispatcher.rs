@@ -149,8 +149,25 @@ impl Dispatcher {
     }
 }
 
-/// Which of our descriptors `ty` still resolves to (not shadowed by a subclass).
+/// Which of our descriptors `ty` still resolves to (not shadowed by a subclass
+/// class attribute), computed once per class: objects are made per connection.
 fn direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
+    static MASKS: Mutex<Vec<(Py<PyType>, u16)>> = Mutex::new(Vec::new());
+    {
+        let masks = MASKS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, m)) = masks.iter().find(|(t, _)| t.bind(py).is(ty)) {
+            return *m;
+        }
+    }
+    let mask = compute_direct_mask(py, ty);
+    let mut masks = MASKS.lock().unwrap_or_else(PoisonError::into_inner);
+    if masks.len() < 4096 {
+        masks.push((ty.clone().unbind(), mask));
+    }
+    mask
+}
+
+fn compute_direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
     let base = py.get_type::<Dispatcher>();
     let Ok(base_dict) = base.getattr(intern!(py, "__dict__")) else {
         return 0;
