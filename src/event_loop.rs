@@ -170,6 +170,12 @@ struct LoopState {
     fresh: bool,
     shared: Arc<LoopShared>,
     regs: FdMap<Reg>,
+    /// Derived from `regs`, so that a pass costs what is active, not what is
+    /// registered: fds asked every pass, fds outside epoll, and how many want
+    /// any event. Kept by take_reg/put_reg/apply only.
+    untracked: FdSet,
+    special: FdSet,
+    wanting: usize,
     snapshot: Vec<(usize, usize)>,
     /// Map entries whose key is no usable fd (None, a str, a negative int):
     /// select()/poll() only fail on them once their channel wants events.
@@ -206,6 +212,9 @@ impl LoopState {
                 gone: Mutex::new(Vec::new()),
             }),
             regs: FdMap::default(),
+            untracked: FdSet::default(),
+            special: FdSet::default(),
+            wanting: 0,
             snapshot: Vec::new(),
             unkeyed: Vec::new(),
             recheck: Vec::new(),
@@ -395,7 +404,7 @@ impl LoopState {
             n.attach(&self.shared, fd);
         }
         let want = interest(py, obj, self.mode)?;
-        self.regs.insert(
+        self.put_reg(
             fd,
             Reg {
                 key: key.clone().unbind(),
@@ -436,15 +445,15 @@ impl LoopState {
     /// Channels whose readable()/writable() are Python: asked every pass.
     fn refresh_untracked(&mut self, py: Python<'_>) -> PyResult<()> {
         let pass = self.pass;
-        let fds: Vec<(RawFd, Py<PyAny>)> = self
-            .regs
-            .iter_mut()
-            .filter(|(_, r)| r.notify.is_none() && r.asked != pass)
-            .map(|(fd, r)| {
-                r.asked = pass;
-                (*fd, r.obj.clone_ref(py))
-            })
-            .collect();
+        let mut fds: Vec<(RawFd, Py<PyAny>)> = Vec::with_capacity(self.untracked.len());
+        for fd in &self.untracked {
+            if let Some(r) = self.regs.get_mut(fd) {
+                if r.asked != pass {
+                    r.asked = pass;
+                    fds.push((*fd, r.obj.clone_ref(py)));
+                }
+            }
+        }
         for (fd, obj) in fds {
             let want = interest(py, obj.bind(py), self.mode)?;
             self.apply(py, fd, want)?;
@@ -470,6 +479,7 @@ impl LoopState {
         let Some(reg) = self.regs.get_mut(&fd) else {
             return Ok(());
         };
+        self.wanting = self.wanting + usize::from(want != 0) - usize::from(reg.want != 0);
         if reg.kernel != Kernel::Epoll || (reg.want == want && reg.in_kernel == (want != 0)) {
             reg.want = want;
             return Ok(());
@@ -507,12 +517,14 @@ impl LoopState {
             Err(e) => match e.raw_os_error() {
                 Some(libc::EPERM) => {
                     reg.kernel = Kernel::AlwaysReady;
+                    self.special.insert(fd);
                     Ok(())
                 }
                 // Not an open fd we can watch (closed behind our back, or its
                 // number now taken by our own epoll fd).
                 Some(libc::EBADF | libc::EINVAL | libc::ELOOP) => {
                     reg.kernel = Kernel::Invalid;
+                    self.special.insert(fd);
                     Ok(())
                 }
                 errno => Err(os_error(py, errno.unwrap_or(libc::EIO))),
@@ -520,8 +532,32 @@ impl LoopState {
         }
     }
 
+    fn put_reg(&mut self, fd: RawFd, reg: Reg) {
+        if reg.notify.is_none() {
+            self.untracked.insert(fd);
+        }
+        // A new registration starts with want 0 and outside epoll; apply() counts.
+        if let Some(old) = self.regs.insert(fd, reg) {
+            self.forget_derived(fd, &old);
+        }
+    }
+
+    fn take_reg(&mut self, fd: RawFd) -> Option<Reg> {
+        let reg = self.regs.remove(&fd)?;
+        self.forget_derived(fd, &reg);
+        Some(reg)
+    }
+
+    fn forget_derived(&mut self, fd: RawFd, reg: &Reg) {
+        if reg.want != 0 {
+            self.wanting -= 1;
+        }
+        self.untracked.remove(&fd);
+        self.special.remove(&fd);
+    }
+
     fn remove(&mut self, fd: RawFd) {
-        if let Some(reg) = self.regs.remove(&fd) {
+        if let Some(reg) = self.take_reg(fd) {
             if reg.in_kernel {
                 // SAFETY: see apply(); failure means the fd is already gone.
                 let _ = self
@@ -536,7 +572,7 @@ impl LoopState {
     }
 
     fn has_interest(&self) -> bool {
-        self.regs.values().any(|r| r.want != 0)
+        self.wanting != 0
     }
 
     // ---------------- waiting
@@ -549,7 +585,8 @@ impl LoopState {
     /// `Event` folds into "readable".
     fn wait(&mut self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<Vec<(RawFd, u32)>> {
         let mut ready = Vec::new();
-        for (fd, reg) in &self.regs {
+        for fd in &self.special {
+            let Some(reg) = self.regs.get(fd) else { continue };
             match reg.kernel {
                 Kernel::AlwaysReady if reg.want != 0 => {
                     let mut f = 0;
@@ -635,7 +672,7 @@ impl LoopState {
     fn settle(&mut self, py: Python<'_>) {
         let gone = std::mem::take(&mut *lock(&self.shared.gone));
         for fd in gone {
-            if let Some(reg) = self.regs.remove(&fd) {
+            if let Some(reg) = self.take_reg(fd) {
                 if let Some(n) = &reg.notify {
                     n.detach(&self.shared);
                 }
