@@ -586,7 +586,9 @@ impl LoopState {
     fn wait(&mut self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<Vec<(RawFd, u32)>> {
         let mut ready = Vec::new();
         for fd in &self.special {
-            let Some(reg) = self.regs.get(fd) else { continue };
+            let Some(reg) = self.regs.get(fd) else {
+                continue;
+            };
             match reg.kernel {
                 Kernel::AlwaysReady if reg.want != 0 => {
                     let mut f = 0;
@@ -1377,4 +1379,54 @@ pub fn close_all(
     map.call_method0(intern!(py, "clear"))?;
     forget(&map);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_flags_keep_only_what_was_asked_plus_hup_and_err() {
+        let all = POLLIN | POLLPRI | POLLOUT | POLLERR | POLLHUP;
+        assert_eq!(poll_flags(all, WANT_R), POLLIN | POLLERR | POLLHUP);
+        assert_eq!(poll_flags(all, WANT_W), POLLOUT | POLLERR | POLLHUP);
+        assert_eq!(poll_flags(all, WANT_P), POLLPRI | POLLERR | POLLHUP);
+        // A pipe whose writer closed: poll(2) says POLLHUP only, and so do we.
+        assert_eq!(poll_flags(POLLHUP, WANT_R | WANT_P), POLLHUP);
+        assert_eq!(
+            poll_flags(POLLIN | POLLOUT, WANT_R | WANT_W),
+            POLLIN | POLLOUT
+        );
+    }
+
+    #[test]
+    fn epoll_bits_are_poll_bits() {
+        // poll_flags relies on epoll and poll sharing these values on Linux.
+        assert_eq!(libc::EPOLLIN as u32, POLLIN);
+        assert_eq!(libc::EPOLLPRI as u32, POLLPRI);
+        assert_eq!(libc::EPOLLOUT as u32, POLLOUT);
+        assert_eq!(libc::EPOLLERR as u32, POLLERR);
+        assert_eq!(libc::EPOLLHUP as u32, POLLHUP);
+    }
+
+    #[test]
+    fn fd_hasher_is_identity_for_fds() {
+        let mut h = FdHasher::default();
+        h.write_i32(1234);
+        assert_eq!(h.finish(), 1234);
+        let mut set = FdSet::default();
+        assert!(set.insert(3) && set.insert(1 << 20) && !set.insert(3));
+    }
+
+    #[test]
+    fn poll_timeouts_follow_select_poll() {
+        assert_eq!(poll_timeout(None).ok(), Some(None));
+        assert_eq!(poll_timeout(Some(-1)).ok(), Some(None));
+        assert_eq!(
+            poll_timeout(Some(1500)).ok(),
+            Some(Some(Duration::from_millis(1500)))
+        );
+        assert!(poll_timeout(Some(i64::from(i32::MAX) + 1)).is_err());
+        assert!(poll_timeout(Some(i64::MAX)).is_err());
+    }
 }

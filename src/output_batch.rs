@@ -25,9 +25,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::dispatcher::{connected, has_builtin, producer_fifo_of, socket_of, Dispatcher};
-use crate::errors::{call_in_except, errno_of, is_disconnect, os_error};
+use crate::errors::{call_in_except, errno_of, is_disconnect};
 use crate::fifo::Fifo;
-use crate::sockio::plain_fd;
+use crate::sockio::{nonblocking, plain_fd, Direct};
 
 /// Most items and bytes one `sendmsg()` gathers.
 const MAX_IOV: usize = 64;
@@ -169,22 +169,17 @@ fn send_batch(fd: RawFd, py: Python<'_>, batch: &[Py<PyBytes>]) -> Result<usize,
             }
         })
         .collect();
-    loop {
-        // SAFETY: the iovecs point into bytes objects `batch` keeps alive.
-        let n = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = iov.as_ptr().cast_mut();
-            msg.msg_iovlen = iov.len();
-            libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        match std::io::Error::last_os_error().raw_os_error().unwrap_or(0) {
-            libc::EINTR => py.check_signals().map_err(Some)?,
-            libc::EAGAIN => return Err(None),
-            errno => return Err(Some(os_error(py, errno))),
-        }
+    // SAFETY: the iovecs point into bytes objects `batch` keeps alive.
+    let sent = nonblocking(py, || unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_ptr().cast_mut();
+        msg.msg_iovlen = iov.len();
+        libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    });
+    match sent {
+        Direct::Done(n) => Ok(n),
+        Direct::Fallback => Err(None),
+        Direct::Failed(e) => Err(Some(e)),
     }
 }
 

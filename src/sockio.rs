@@ -39,49 +39,11 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Receives up to `size` bytes from `fd` and hands them to `take`.
-pub fn recv_with<R>(
-    py: Python<'_>,
-    fd: RawFd,
-    size: usize,
-    take: impl FnOnce(&[u8]) -> R,
-) -> Direct<R> {
-    SCRATCH.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        if buf.len() < size {
-            buf.resize(size, 0);
-        }
-        loop {
-            // SAFETY: buf holds at least `size` writable bytes.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), size, libc::MSG_DONTWAIT) };
-            if n >= 0 {
-                return Direct::Done(take(&buf[..n as usize]));
-            }
-            match last_errno() {
-                libc::EINTR => {
-                    if let Err(e) = py.check_signals() {
-                        return Direct::Failed(e);
-                    }
-                }
-                libc::EAGAIN => return Direct::Fallback,
-                errno => return Direct::Failed(os_error(py, errno)),
-            }
-        }
-    })
-}
-
-/// Sends `data` on `fd` without blocking; returns the count sent.
-pub fn send_direct(py: Python<'_>, fd: RawFd, data: &[u8]) -> Direct<usize> {
+/// Runs a non-blocking socket syscall (returning a count or -1) with PEP 475's
+/// EINTR handling: signal handlers run, then the call is retried.
+pub fn nonblocking(py: Python<'_>, mut call: impl FnMut() -> isize) -> Direct<usize> {
     loop {
-        // SAFETY: data is a valid slice for the duration of the call.
-        let n = unsafe {
-            libc::send(
-                fd,
-                data.as_ptr().cast(),
-                data.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
+        let n = call();
         if n >= 0 {
             return Direct::Done(n as usize);
         }
@@ -95,6 +57,44 @@ pub fn send_direct(py: Python<'_>, fd: RawFd, data: &[u8]) -> Direct<usize> {
             errno => return Direct::Failed(os_error(py, errno)),
         }
     }
+}
+
+/// Receives up to `size` bytes from `fd` and hands them to `take`.
+pub fn recv_with<R>(
+    py: Python<'_>,
+    fd: RawFd,
+    size: usize,
+    take: impl FnOnce(&[u8]) -> R,
+) -> Direct<R> {
+    SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < size {
+            buf.resize(size, 0);
+        }
+        let ptr = buf.as_mut_ptr();
+        // SAFETY: buf holds at least `size` writable bytes.
+        let got = nonblocking(py, || unsafe {
+            libc::recv(fd, ptr.cast(), size, libc::MSG_DONTWAIT)
+        });
+        match got {
+            Direct::Done(n) => Direct::Done(take(&buf[..n])),
+            Direct::Fallback => Direct::Fallback,
+            Direct::Failed(e) => Direct::Failed(e),
+        }
+    })
+}
+
+/// Sends `data` on `fd` without blocking; returns the count sent.
+pub fn send_direct(py: Python<'_>, fd: RawFd, data: &[u8]) -> Direct<usize> {
+    // SAFETY: data is a valid slice for the duration of the call.
+    nonblocking(py, || unsafe {
+        libc::send(
+            fd,
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })
 }
 
 fn last_errno() -> i32 {
