@@ -27,7 +27,7 @@ use pyo3::types::PyBytes;
 use crate::dispatcher::{connected, has_builtin, producer_fifo_of, socket_of, Dispatcher};
 use crate::errors::{call_in_except, errno_of, is_disconnect};
 use crate::fifo::Fifo;
-use crate::sockio::{nonblocking, plain_fd, Direct};
+use crate::sockio::{is_plain, nonblocking, plain_fd, Direct};
 
 /// Most items and bytes one `sendmsg()` gathers.
 const MAX_IOV: usize = 64;
@@ -91,7 +91,7 @@ pub fn may_defer(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
     Ok(path
         && connected(slf)?
         && producer_fifo_of(slf)?.cast::<Fifo>().is_ok()
-        && plain_fd(py, &socket_of(slf)?).is_some())
+        && is_plain(py, &socket_of(slf)?))
 }
 
 /// Queues the channel's output for the end of the event.

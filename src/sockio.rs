@@ -21,6 +21,11 @@ pub enum Direct<T> {
     Failed(PyErr),
 }
 
+/// Whether `sock` is exactly `socket.socket` (no fd check: see plain_fd).
+pub fn is_plain(py: Python<'_>, sock: &Bound<'_, PyAny>) -> bool {
+    state(py).is_ok_and(|st| sock.get_type().is(st.socket_class.bind(py)))
+}
+
 /// The fd of `sock` if it is exactly `socket.socket` and open.
 pub fn plain_fd(py: Python<'_>, sock: &Bound<'_, PyAny>) -> Option<RawFd> {
     let st = state(py).ok()?;
