@@ -37,17 +37,6 @@ pub const F_INBUF: u16 = 64;
 pub const F_FIFO: u16 = 128;
 const F_KNOWN: u16 = 0x8000;
 
-const DESCRIPTORS: [(u16, &str, &str); 8] = [
-    (F_CONNECTED, "connected", "connected"),
-    (F_ACCEPTING, "accepting", "accepting"),
-    (F_CONNECTING, "connecting", "connecting"),
-    (F_SOCKET, "socket", "socket"),
-    (F_FILENO, "_fileno", "_fileno"),
-    (F_OUT, "out_buffer", "_rs_out_buffer"),
-    (F_INBUF, "ac_in_buffer", "_rs_ac_in_buffer"),
-    (F_FIFO, "producer_fifo", "_rs_producer_fifo"),
-];
-
 #[derive(Default)]
 pub struct State {
     pub connected: bool,
@@ -150,41 +139,82 @@ impl Dispatcher {
 }
 
 /// Which of our descriptors `ty` still resolves to (not shadowed by a subclass
-/// class attribute), computed once per class: objects are made per connection.
+/// class attribute). Computed once per object, by walking the MRO's class
+/// dicts: no AttributeError is raised and no class is kept alive.
 fn direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
-    static MASKS: Mutex<Vec<(Py<PyType>, u16)>> = Mutex::new(Vec::new());
-    {
-        let masks = MASKS.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, m)) = masks.iter().find(|(t, _)| t.bind(py).is(ty)) {
-            return *m;
+    let base_dict = py.get_type::<Dispatcher>().getattr(intern!(py, "__dict__"));
+    let mro = ty.getattr(intern!(py, "__mro__"));
+    let (Ok(base_dict), Ok(mro)) = (base_dict, mro) else {
+        return 0;
+    };
+    let dicts: Vec<Bound<PyAny>> = mro
+        .try_iter()
+        .map(|it| {
+            it.filter_map(|k| k.and_then(|k| k.getattr(intern!(py, "__dict__"))).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut mask = 0;
+    for (flag, public, private) in descriptor_names(py) {
+        let Ok(ours) = base_dict.get_item(private) else {
+            continue;
+        };
+        // The first class in the MRO that defines the name decides.
+        let seen = dicts
+            .iter()
+            .find(|d| d.contains(&public).unwrap_or(false))
+            .and_then(|d| d.get_item(&public).ok());
+        if seen.is_none_or(|v| v.is(&ours)) {
+            mask |= flag;
         }
-    }
-    let mask = compute_direct_mask(py, ty);
-    let mut masks = MASKS.lock().unwrap_or_else(PoisonError::into_inner);
-    if masks.len() < 4096 {
-        masks.push((ty.clone().unbind(), mask));
     }
     mask
 }
 
-fn compute_direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
-    let base = py.get_type::<Dispatcher>();
-    let Ok(base_dict) = base.getattr(intern!(py, "__dict__")) else {
-        return 0;
-    };
-    let mut mask = 0;
-    for (flag, public, private) in DESCRIPTORS {
-        let ours = base_dict.get_item(private).ok();
-        let seen = ty.getattr(public).ok();
-        match (ours, seen) {
-            (Some(a), Some(b)) if a.is(&b) => mask |= flag,
-            // Names the class does not expose (out_buffer on a plain dispatcher)
-            // are only ever touched through the private descriptor.
-            (Some(_), None) => mask |= flag,
-            _ => {}
-        }
-    }
-    mask
+/// (flag, public name, name on `dispatcher`) of each Rust-backed attribute.
+fn descriptor_names(py: Python<'_>) -> [(u16, Bound<'_, PyString>, Bound<'_, PyString>); 8] {
+    [
+        (
+            F_CONNECTED,
+            intern!(py, "connected").clone(),
+            intern!(py, "connected").clone(),
+        ),
+        (
+            F_ACCEPTING,
+            intern!(py, "accepting").clone(),
+            intern!(py, "accepting").clone(),
+        ),
+        (
+            F_CONNECTING,
+            intern!(py, "connecting").clone(),
+            intern!(py, "connecting").clone(),
+        ),
+        (
+            F_SOCKET,
+            intern!(py, "socket").clone(),
+            intern!(py, "socket").clone(),
+        ),
+        (
+            F_FILENO,
+            intern!(py, "_fileno").clone(),
+            intern!(py, "_fileno").clone(),
+        ),
+        (
+            F_OUT,
+            intern!(py, "out_buffer").clone(),
+            intern!(py, "_rs_out_buffer").clone(),
+        ),
+        (
+            F_INBUF,
+            intern!(py, "ac_in_buffer").clone(),
+            intern!(py, "_rs_ac_in_buffer").clone(),
+        ),
+        (
+            F_FIFO,
+            intern!(py, "producer_fifo").clone(),
+            intern!(py, "_rs_producer_fifo").clone(),
+        ),
+    ]
 }
 
 macro_rules! bool_attr {

@@ -56,6 +56,27 @@ pub struct LoopShared {
     dirty: Mutex<Vec<RawFd>>,
     /// fds whose channel unregistered itself (del_channel) before closing.
     gone: Mutex<Vec<RawFd>>,
+    /// The registered channels. Held here, not in `Reg`, so that a channel's
+    /// `del_channel()` lets go of it at once: a closed channel (and its class)
+    /// is never kept alive by a loop that is not running.
+    objs: Mutex<FdMap<Py<PyAny>>>,
+}
+
+impl LoopShared {
+    fn obj(&self, py: Python<'_>, fd: RawFd) -> Option<Py<PyAny>> {
+        lock(&self.objs).get(&fd).map(|o| o.clone_ref(py))
+    }
+
+    /// Drops the channel at `fd` (after the lock: its destructor may run Python).
+    fn release(&self, fd: RawFd) {
+        let old = lock(&self.objs).remove(&fd);
+        drop(old);
+    }
+
+    fn hold(&self, fd: RawFd, obj: Py<PyAny>) {
+        let old = lock(&self.objs).insert(fd, obj);
+        drop(old);
+    }
 }
 
 /// A channel's link to the loop that polls it.
@@ -78,10 +99,12 @@ impl ChannelNotify {
     /// Leaves the poller now, before the socket can be closed (the polling
     /// crate's contract: an fd must be deleted before it is closed).
     pub fn unregister(&self) {
-        if let Some((shared, fd)) = lock(&self.sink).take() {
+        let taken = lock(&self.sink).take();
+        if let Some((shared, fd)) = taken {
             // SAFETY: fd is the channel's registered, still-open descriptor.
             let _ = shared.poller.delete(unsafe { BorrowedFd::borrow_raw(fd) });
             lock(&shared.gone).push(fd);
+            shared.release(fd);
         }
     }
 
@@ -150,7 +173,8 @@ enum Kernel {
 
 struct Reg {
     key: Py<PyAny>,
-    obj: Py<PyAny>,
+    /// Whether Rust derives the interest (else readable()/writable() are asked).
+    tracked: bool,
     /// Some for channels whose interest Rust tracks; None: asked every pass.
     notify: Option<Arc<ChannelNotify>>,
     /// For tracked channels: which built-in writable() answers for them.
@@ -210,6 +234,7 @@ impl LoopState {
                 poller,
                 dirty: Mutex::new(Vec::new()),
                 gone: Mutex::new(Vec::new()),
+                objs: Mutex::new(FdMap::default()),
             }),
             regs: FdMap::default(),
             untracked: FdSet::default(),
@@ -253,10 +278,12 @@ impl LoopState {
         // re-derived from its Rust fields.
         let dirty = std::mem::take(&mut *lock(&self.shared.dirty));
         for fd in dirty {
-            let Some(reg) = self.regs.get(&fd) else {
+            if !self.regs.contains_key(&fd) {
+                continue;
+            }
+            let Some(obj) = self.shared.obj(py, fd) else {
                 continue;
             };
-            let obj = reg.obj.clone_ref(py);
             self.refresh_one(py, fd, obj.bind(py))?;
         }
         self.refresh_untracked(py)
@@ -386,7 +413,8 @@ impl LoopState {
                 return Ok(None);
             }
         };
-        let same = self.regs.get(&fd).is_some_and(|r| r.obj.bind(py).is(obj));
+        let same = self.regs.contains_key(&fd)
+            && self.shared.obj(py, fd).is_some_and(|o| o.bind(py).is(obj));
         if same {
             if recheck {
                 self.refresh_one(py, fd, obj)?;
@@ -396,19 +424,26 @@ impl LoopState {
         if self.regs.contains_key(&fd) {
             self.remove(fd);
         }
-        let (notify, wkind) = match trackable(py, obj) {
-            Some((n, k)) if self.persistent => (Some(n), k),
-            _ => (None, WKind::Always),
+        // Every dispatcher of a persistent state gets a link back (for
+        // del_channel); only those whose interest Rust can derive are tracked.
+        let notify = match obj.cast::<Dispatcher>() {
+            Ok(d) if self.persistent => Some(d.get().notify.clone()),
+            _ => None,
+        };
+        let (tracked, wkind) = match trackable(py, obj) {
+            Some(k) if notify.is_some() => (true, k),
+            _ => (false, WKind::Always),
         };
         if let Some(n) = &notify {
             n.attach(&self.shared, fd);
         }
         let want = interest(py, obj, self.mode)?;
+        self.shared.hold(fd, obj.clone().unbind());
         self.put_reg(
             fd,
             Reg {
                 key: key.clone().unbind(),
-                obj: obj.clone().unbind(),
+                tracked,
                 notify,
                 wkind,
                 want: 0,
@@ -426,11 +461,11 @@ impl LoopState {
     fn refresh_one(&mut self, py: Python<'_>, fd: RawFd, obj: &Bound<'_, PyAny>) -> PyResult<()> {
         let mut want = None;
         if let Some(reg) = self.regs.get_mut(&fd) {
-            if reg.notify.is_none() && reg.asked == self.pass {
+            if !reg.tracked && reg.asked == self.pass {
                 return Ok(());
             }
             reg.asked = self.pass;
-            if let (Some(n), Ok(d)) = (&reg.notify, obj.cast::<Dispatcher>()) {
+            if let (true, Some(n), Ok(d)) = (reg.tracked, &reg.notify, obj.cast::<Dispatcher>()) {
                 n.dirty.store(false, Ordering::Relaxed);
                 want = Some(tracked_interest(d, reg.wkind, self.mode));
             }
@@ -446,11 +481,14 @@ impl LoopState {
     fn refresh_untracked(&mut self, py: Python<'_>) -> PyResult<()> {
         let pass = self.pass;
         let mut fds: Vec<(RawFd, Py<PyAny>)> = Vec::with_capacity(self.untracked.len());
-        for fd in &self.untracked {
-            if let Some(r) = self.regs.get_mut(fd) {
-                if r.asked != pass {
-                    r.asked = pass;
-                    fds.push((*fd, r.obj.clone_ref(py)));
+        {
+            let objs = lock(&self.shared.objs);
+            for fd in &self.untracked {
+                if let (Some(r), Some(o)) = (self.regs.get_mut(fd), objs.get(fd)) {
+                    if r.asked != pass {
+                        r.asked = pass;
+                        fds.push((*fd, o.clone_ref(py)));
+                    }
                 }
             }
         }
@@ -533,7 +571,7 @@ impl LoopState {
     }
 
     fn put_reg(&mut self, fd: RawFd, reg: Reg) {
-        if reg.notify.is_none() {
+        if !reg.tracked {
             self.untracked.insert(fd);
         }
         // A new registration starts with want 0 and outside epoll; apply() counts.
@@ -568,6 +606,7 @@ impl LoopState {
             if let Some(n) = reg.notify {
                 n.detach(&self.shared);
             }
+            self.shared.release(fd);
         }
     }
 
@@ -665,7 +704,8 @@ impl LoopState {
             Mode::Select => map_get(map, reg.key.bind(py))?,
             Mode::Poll => map_get(map, fd.into_pyobject(py)?.as_any())?,
         };
-        Ok(obj.filter(|o| o.is(reg.obj.bind(py))))
+        let polled = self.shared.obj(py, fd);
+        Ok(obj.filter(|o| polled.is_some_and(|p| p.bind(py).is(o))))
     }
 
     /// After a pass: channels that left the poller (del_channel) are dropped
@@ -772,7 +812,7 @@ fn writable_of(d: &Bound<'_, Dispatcher>) -> PyResult<bool> {
     d.call_method0(name)?.is_truthy()
 }
 
-/// Some(notify) when Rust can know `obj`'s interest without asking Python:
+/// Some(kind) when Rust can know `obj`'s interest without asking Python:
 /// built-in readable/writable, and the state they read held in Rust.
 /// Which built-in `writable()` a tracked channel has.
 #[derive(Clone, Copy)]
@@ -816,7 +856,7 @@ fn tracked_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u8 {
     want
 }
 
-fn trackable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<(Arc<ChannelNotify>, WKind)> {
+fn trackable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<WKind> {
     let d = obj.cast::<Dispatcher>().ok()?;
     let r = intern!(py, "readable");
     let w = intern!(py, "writable");
@@ -839,7 +879,7 @@ fn trackable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<(Arc<ChannelNotif
     } else {
         None
     };
-    kind.map(|k| (d.get().notify.clone(), k))
+    kind
 }
 
 // ------------------------------------------------------------ helpers

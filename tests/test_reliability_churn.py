@@ -5,6 +5,9 @@ end in one of three ways (close after the echo, reset after the request, close b
 anything). After the cycles: the open fd count (/proc/self/fd) and the map are back to their
 baseline, no channel object is still alive (weak references), and RSS grew less than a small
 bound (measured after a warm-up, so allocator pools are already in place).
+
+Also: subclasses made at run time (one per connection, per test, mocks) are freed with their
+last instance, as in CPython, together with whatever their methods reference.
 """
 
 import gc
@@ -130,3 +133,33 @@ def test_connect_request_close_cycles_leak_nothing(use_poll):
         )
     finally:
         close_map(map)
+
+
+@pytest.mark.parametrize("base", ["dispatcher", "async_chat"])
+def test_dynamic_subclasses_are_freed(base):
+    """Classes made at run time (per connection, per test, mocks) die with their last user;
+    whatever their methods reference (here a list per class) goes with them."""
+    base_cls = asyncore.dispatcher if base == "dispatcher" else asynchat.async_chat
+    refs = []
+    for i in range(300):
+        payload = [bytes(1000)]
+
+        def handle_read(self, payload=payload):
+            self.recv(100)
+
+        cls = type("Dyn%d" % i, (base_cls,), {"handle_read": handle_read, "payload": payload})
+        if base == "async_chat":
+            cls.collect_incoming_data = lambda self, data: None
+            cls.found_terminator = lambda self: None
+        a, b = socket.socketpair()
+        map = {}
+        obj = cls(a, map=map)
+        b.send(b"x\n")
+        asyncore.loop(timeout=0.01, map=map, count=1)
+        obj.close()
+        b.close()
+        refs.append(weakref.ref(cls))
+        del cls, obj, handle_read, payload
+    gc.collect()
+    alive = sum(1 for r in refs if r() is not None)
+    assert alive == 0, "%d of %d classes still alive after gc" % (alive, len(refs))
