@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use pyo3::exceptions::{PyOSError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple, PyType, PyWeakrefReference};
 
 use crate::async_chat;
 use crate::errors::{errno_of, is_disconnect, os_error_with};
@@ -142,6 +142,29 @@ impl Dispatcher {
 /// class attribute). Computed once per object, by walking the MRO's class
 /// dicts: no AttributeError is raised and no class is kept alive.
 fn direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
+    // Cached per class through a weak reference: classes made at run time
+    // still die with their last instance.
+    type Cache = Vec<(usize, Py<PyWeakrefReference>, u16)>;
+    static CACHE: Mutex<Cache> = Mutex::new(Vec::new());
+    let key = ty.as_ptr() as usize;
+    {
+        let cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, r, m)) = cache.iter().rev().find(|(k, _, _)| *k == key) {
+            if r.bind(py).upgrade().is_some_and(|t| t.is(ty)) {
+                return *m;
+            }
+        }
+    }
+    let mask = compute_direct_mask(py, ty);
+    if let Ok(r) = PyWeakrefReference::new(ty) {
+        let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.retain(|(k, r, _)| *k != key && r.bind(py).upgrade().is_some());
+        cache.push((key, r.unbind(), mask));
+    }
+    mask
+}
+
+fn compute_direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
     let base_dict = py.get_type::<Dispatcher>().getattr(intern!(py, "__dict__"));
     let mro = ty.getattr(intern!(py, "__mro__"));
     let (Ok(base_dict), Ok(mro)) = (base_dict, mro) else {
