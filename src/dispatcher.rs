@@ -756,7 +756,7 @@ impl Dispatcher {
         Ok(())
     }
 
-    #[pyo3(signature = (message, r#type = py_str("info")))]
+    #[pyo3(signature = (message, r#type = py_str("info")), text_signature = "($self, message, type='info')")]
     fn log_info(
         slf: &Bound<'_, Self>,
         message: &Bound<'_, PyAny>,

@@ -236,7 +236,7 @@ pub struct SimpleProducer {
 #[pymethods]
 impl SimpleProducer {
     #[new]
-    #[pyo3(signature = (data, buffer_size = crate::dispatcher::py_int(512)))]
+    #[pyo3(signature = (data, buffer_size = crate::dispatcher::py_int(512)), text_signature = "(data, buffer_size=512)")]
     fn new(data: Py<PyAny>, buffer_size: Py<PyAny>) -> Self {
         SimpleProducer { data, buffer_size }
     }
