@@ -17,7 +17,7 @@ use crate::dispatcher::{
     Dispatcher, F_INBUF,
 };
 use crate::errors::{call_in_except, errno_of, is_disconnect};
-use crate::fifo::Fifo;
+use crate::fifo::{self, Fifo};
 use crate::scanner::{prefix_at_end, Scan, Terminator};
 use crate::sockio::{plain_fd, recv_with, Direct};
 
@@ -363,7 +363,11 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
     let sabs = slf.getattr(intern!(py, "ac_out_buffer_size"))?;
     let fifo = producer_fifo_of(slf)?;
     let n = data.len()?;
-    if sabs.lt(n)? {
+    let longer = match sabs.extract::<usize>() {
+        Ok(size) => n > size,
+        Err(_) => sabs.lt(n)?,
+    };
+    if longer {
         let starts = py.get_type::<pyo3::types::PyRange>().call1((0, n, &sabs))?;
         for i in starts.try_iter()? {
             let i = i?;
@@ -396,12 +400,12 @@ pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     let send_builtin = has_builtin(slf, intern!(py, "send"), intern!(py, "send"));
     loop {
         let fifo = producer_fifo_of(slf)?;
-        if !fifo.is_truthy()? || !connected(slf)? {
+        if !fifo::is_truthy(&fifo)? || !connected(slf)? {
             return Ok(());
         }
-        let first = fifo.get_item(0)?;
+        let first = fifo::first(&fifo)?;
         if !first.is_truthy()? {
-            fifo.del_item(0)?;
+            fifo::del_first(&fifo)?;
             if first.is_none() {
                 slf.call_method0(intern!(py, "handle_close"))?;
                 return Ok(());
@@ -414,9 +418,9 @@ pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
                 // A producer: refill from more().
                 let data = first.call_method0(intern!(py, "more"))?;
                 if data.is_truthy()? {
-                    fifo.call_method1(intern!(py, "appendleft"), (data,))?;
+                    fifo::push_front(&fifo, &data)?;
                 } else {
-                    fifo.del_item(0)?;
+                    fifo::del_first(&fifo)?;
                 }
                 continue;
             }
@@ -443,14 +447,23 @@ pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             Err(e) => return Err(e),
         };
         if num_sent.is_truthy()? {
-            if num_sent.lt(data.len()?)? || obs.lt(first.len()?)? {
+            if less_than_len(&num_sent, &data)? || less_than_len(&obs, &first)? {
                 let rest = crate::dispatcher::slice_from(&first, &num_sent)?;
-                fifo.set_item(0, rest)?;
+                fifo::set_first(&fifo, &rest)?;
             } else {
-                fifo.del_item(0)?;
+                fifo::del_first(&fifo)?;
             }
         }
         return Ok(());
+    }
+}
+
+/// `n < len(obj)`, in Rust when `n` is an int.
+fn less_than_len(n: &Bound<'_, PyAny>, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let len = obj.len()?;
+    match n.extract::<i64>() {
+        Ok(v) => Ok(v < i64::try_from(len).unwrap_or(i64::MAX)),
+        Err(_) => n.lt(len),
     }
 }
 

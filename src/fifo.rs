@@ -256,3 +256,62 @@ impl SimpleProducer {
         }
     }
 }
+
+// The fifo operations initiate_send performs on `producer_fifo`: direct on our
+// fifo, the Python protocol on anything else a program put there.
+
+/// `bool(fifo)`.
+pub fn is_truthy(fifo: &Bound<'_, PyAny>) -> PyResult<bool> {
+    match fifo.cast::<Fifo>() {
+        Ok(f) => Ok(!f.get().is_empty()),
+        Err(_) => fifo.is_truthy(),
+    }
+}
+
+/// `fifo[0]`.
+pub fn first<'py>(fifo: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = fifo.py();
+    match fifo.cast::<Fifo>() {
+        Ok(f) => f
+            .get()
+            .front(py)
+            .map(|o| o.into_bound(py))
+            .ok_or_else(|| PyIndexError::new_err("deque index out of range")),
+        Err(_) => fifo.get_item(0),
+    }
+}
+
+/// `del fifo[0]`.
+pub fn del_first(fifo: &Bound<'_, PyAny>) -> PyResult<()> {
+    match fifo.cast::<Fifo>() {
+        Ok(f) => match f.get().edit(VecDeque::pop_front) {
+            Some(old) => {
+                drop(old);
+                Ok(())
+            }
+            None => Err(PyIndexError::new_err("deque index out of range")),
+        },
+        Err(_) => fifo.del_item(0),
+    }
+}
+
+/// `fifo[0] = value`.
+pub fn set_first(fifo: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    match fifo.cast::<Fifo>() {
+        Ok(f) => f.get().__setitem__(0, value.clone().unbind()),
+        Err(_) => fifo.set_item(0, value),
+    }
+}
+
+/// `fifo.appendleft(value)`.
+pub fn push_front(fifo: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    match fifo.cast::<Fifo>() {
+        Ok(f) => {
+            f.get().appendleft(value.clone().unbind());
+            Ok(())
+        }
+        Err(_) => fifo
+            .call_method1(intern!(fifo.py(), "appendleft"), (value,))
+            .map(drop),
+    }
+}
