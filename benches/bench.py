@@ -138,7 +138,14 @@ def all_impls() -> dict[str, Impl]:
 PRESETS = {
     # name: (scenarios, impls, rounds, duration, warmup, idle)
     "full": (list(SCENARIOS), None, 3, 3.0, 1.0, 5000),
-    "quick": (["echo", "lines"], ["asyncore_rs", "stdlib"], 1, 2.0, 0.5, 5000),
+    "quick": (
+        ["echo", "lines", "idle"],
+        ["asyncore_rs", "asyncore_rs_batched", "stdlib"],
+        1,
+        2.0,
+        0.5,
+        1000,
+    ),
     "smoke": (list(SCENARIOS), None, 1, 0.25, 0.1, 200),
 }
 
