@@ -1341,10 +1341,11 @@ pub fn loop_(
             break;
         }
         if poll_fun.is(&original) {
-            if checkout.is_none() {
-                checkout = Some(Checkout::get(py, &map, mode)?);
-            }
-            let state = checkout.as_mut().map(Checkout::state).expect("set above");
+            let c = match &mut checkout {
+                Some(c) => c,
+                None => checkout.insert(Checkout::get(py, &map, mode)?),
+            };
+            let state = c.state();
             match mode {
                 Mode::Select => pass_select(py, state, timeout)?,
                 Mode::Poll => pass_poll(py, state, ms)?,
