@@ -167,6 +167,17 @@ class LoopThread(threading.Thread):
         self.stop()
 
 
+def run_in_threads(target, count, deadline=DEADLINE):
+    """Runs ``target(n)`` for n in range(count), each in a thread, and joins them all;
+    fails if one is still running after `deadline`."""
+    threads = [threading.Thread(target=target, args=(n,)) for n in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(deadline)
+    assert not any(t.is_alive() for t in threads)
+
+
 def wait_for(predicate, timeout=DEADLINE, message="condition not reached"):
     """Poll predicate() until it is true (bounded); fail with message otherwise."""
     end = time.monotonic() + timeout

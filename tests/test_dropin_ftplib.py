@@ -30,6 +30,7 @@ from _dropin import (
     HOSTv6,
     SSLConnection,
     client_context,
+    run_in_threads,
 )
 from _impl import asynchat, asyncore
 
@@ -462,12 +463,7 @@ def test_ftp_several_sessions_at_once(server_factory):
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=session, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(DEADLINE)
-    assert not any(t.is_alive() for t in threads)
+    run_in_threads(session, 4)
     assert failures == []
     assert len(server.files) == 12
 

@@ -15,10 +15,9 @@ import select
 import socket
 import subprocess
 import sys
-import threading
 
 import pytest
-from _dropin import DEADLINE, HOST, PRELUDE, TIMEOUT
+from _dropin import DEADLINE, HOST, PRELUDE, TIMEOUT, run_in_threads
 from _impl import IMPL
 
 pytestmark = pytest.mark.skipif(
@@ -228,12 +227,7 @@ def test_pyftpdlib_several_clients_at_once(ftpd):
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=session, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(DEADLINE)
-    assert not any(t.is_alive() for t in threads)
+    run_in_threads(session, 4)
     assert failures == []
     assert len(list(root.glob("c*.bin"))) == 8
 

@@ -11,10 +11,17 @@ import random
 import socket
 import ssl
 import sys
-import threading
 
 import pytest
-from _dropin import DEADLINE, HOST, TIMEOUT, LoopThread, client_context, server_context, wait_for
+from _dropin import (
+    HOST,
+    TIMEOUT,
+    LoopThread,
+    client_context,
+    run_in_threads,
+    server_context,
+    wait_for,
+)
 from _impl import asynchat, asyncore
 
 USE_POLL = pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
@@ -382,12 +389,7 @@ def test_tls_dispatcher_echo_with_blocking_clients(use_poll):
             failures.append(exc)
 
     with LoopThread(chmap, use_poll=use_poll):
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(DEADLINE)
-        assert not any(t.is_alive() for t in threads)
+        run_in_threads(client, 3)
     assert failures == []
     assert server.errors == []
     assert len(server.handlers) == 3
