@@ -122,6 +122,20 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Sets a boolean state field; if it changed and the channel's interest
+    /// depends on it, tells the loop.
+    pub fn store_flag(
+        &self,
+        pick: impl FnOnce(&mut State) -> &mut bool,
+        value: bool,
+        interest: bool,
+    ) {
+        let changed = std::mem::replace(pick(&mut self.st()), value) != value;
+        if changed && interest {
+            self.notify.mark_dirty();
+        }
+    }
+
     pub fn st(&self) -> MutexGuard<'_, State> {
         self.st.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -252,11 +266,7 @@ macro_rules! bool_attr {
 
         pub fn $set(slf: &Bound<'_, Dispatcher>, value: bool) -> PyResult<()> {
             if Dispatcher::is_direct(slf, $flag) {
-                let me = slf.get();
-                let changed = std::mem::replace(&mut me.st().$field, value) != value;
-                if changed && $interest {
-                    me.notify.mark_dirty();
-                }
+                slf.get().store_flag(|st| &mut st.$field, value, $interest);
                 Ok(())
             } else {
                 slf.setattr(intern!(slf.py(), $name), value)
@@ -290,30 +300,52 @@ bool_attr!(
     false
 );
 
+/// A Rust-held attribute, or AttributeError while it is unset (as before
+/// CPython's `__init__` assigns it).
+fn field<'py>(
+    slf: &Bound<'py, Dispatcher>,
+    pick: impl FnOnce(&State) -> Option<&Py<PyAny>>,
+    name: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    match pick(&slf.get().st()) {
+        Some(v) => Ok(v.bind(py).clone()),
+        None => Err(missing_attr(slf, name)),
+    }
+}
+
+/// `self.<name>`: the Rust field, or Python lookup when a subclass shadows it.
+fn field_or_attr<'py>(
+    slf: &Bound<'py, Dispatcher>,
+    flag: u16,
+    pick: impl FnOnce(&State) -> Option<&Py<PyAny>>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if Dispatcher::is_direct(slf, flag) {
+        field(slf, pick, &name.to_string())
+    } else {
+        slf.getattr(name)
+    }
+}
+
 /// `self.socket`.
 pub fn socket_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
-    let py = slf.py();
-    if Dispatcher::is_direct(slf, F_SOCKET) {
-        match slf.get().st().socket.as_ref() {
-            Some(s) => Ok(s.bind(py).clone()),
-            None => Err(missing_attr("socket")),
-        }
-    } else {
-        slf.getattr(intern!(py, "socket"))
-    }
+    field_or_attr(
+        slf,
+        F_SOCKET,
+        |st| st.socket.as_ref(),
+        intern!(slf.py(), "socket"),
+    )
 }
 
 /// `self.out_buffer`.
 pub fn out_buffer_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
-    let py = slf.py();
-    if Dispatcher::is_direct(slf, F_OUT) {
-        match slf.get().st().out_buffer.as_ref() {
-            Some(b) => Ok(b.bind(py).clone()),
-            None => Err(missing_attr("out_buffer")),
-        }
-    } else {
-        slf.getattr(intern!(py, "out_buffer"))
-    }
+    field_or_attr(
+        slf,
+        F_OUT,
+        |st| st.out_buffer.as_ref(),
+        intern!(slf.py(), "out_buffer"),
+    )
 }
 
 pub fn set_out_buffer(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -337,15 +369,12 @@ fn store_out_buffer(me: &Dispatcher, value: &Bound<'_, PyAny>) {
 
 /// `self.producer_fifo`.
 pub fn producer_fifo_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
-    let py = slf.py();
-    if Dispatcher::is_direct(slf, F_FIFO) {
-        match slf.get().st().producer_fifo.as_ref() {
-            Some(f) => Ok(f.bind(py).clone()),
-            None => Err(missing_attr("producer_fifo")),
-        }
-    } else {
-        slf.getattr(intern!(py, "producer_fifo"))
-    }
+    field_or_attr(
+        slf,
+        F_FIFO,
+        |st| st.producer_fifo.as_ref(),
+        intern!(slf.py(), "producer_fifo"),
+    )
 }
 
 pub fn set_producer_fifo(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -370,10 +399,15 @@ fn store_producer_fifo(me: &Dispatcher, value: &Bound<'_, PyAny>) {
     me.notify.mark_dirty();
 }
 
+/// CPython's message, naming the object's own class.
 #[cold]
-fn missing_attr(name: &str) -> PyErr {
+fn missing_attr(slf: &Bound<'_, Dispatcher>, name: &str) -> PyErr {
+    let class = slf
+        .get_type()
+        .name()
+        .map_or_else(|_| "dispatcher".to_owned(), |n| n.to_string());
     pyo3::exceptions::PyAttributeError::new_err(format!(
-        "'dispatcher' object has no attribute '{name}'"
+        "'{class}' object has no attribute '{name}'"
     ))
 }
 
@@ -418,10 +452,7 @@ impl Dispatcher {
     }
     #[setter(connected)]
     fn set_connected_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
-        let v = v.is_truthy()?;
-        if std::mem::replace(&mut self.st().connected, v) != v {
-            self.notify.mark_dirty();
-        }
+        self.store_flag(|st| &mut st.connected, v.is_truthy()?, true);
         Ok(())
     }
     #[getter(accepting)]
@@ -430,10 +461,7 @@ impl Dispatcher {
     }
     #[setter(accepting)]
     fn set_accepting_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
-        let v = v.is_truthy()?;
-        if std::mem::replace(&mut self.st().accepting, v) != v {
-            self.notify.mark_dirty();
-        }
+        self.store_flag(|st| &mut st.accepting, v.is_truthy()?, true);
         Ok(())
     }
     #[getter(connecting)]
@@ -442,44 +470,30 @@ impl Dispatcher {
     }
     #[setter(connecting)]
     fn set_connecting_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.st().connecting = v.is_truthy()?;
+        self.store_flag(|st| &mut st.connecting, v.is_truthy()?, false);
         Ok(())
     }
     // Unset until __init__ (or the subclass) assigns them, as in CPython.
     #[getter(socket)]
     fn get_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
         output_batch::flush(slf)?;
-        slf.get()
-            .st()
-            .socket
-            .as_ref()
-            .map(|s| s.clone_ref(py))
-            .ok_or_else(|| missing_attr("socket"))
+        field(slf, |st| st.socket.as_ref(), "socket").map(Bound::unbind)
     }
     #[setter(socket)]
     fn set_socket_attr(&self, v: Py<PyAny>) {
         self.st().socket = Some(v);
     }
     #[getter(_fileno)]
-    fn get_fileno(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.st()
-            .fileno
-            .as_ref()
-            .map(|s| s.clone_ref(py))
-            .ok_or_else(|| missing_attr("_fileno"))
+    fn get_fileno(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        field(slf, |st| st.fileno.as_ref(), "_fileno").map(Bound::unbind)
     }
     #[setter(_fileno)]
     fn set_fileno_attr(&self, v: Py<PyAny>) {
         self.st().fileno = Some(v);
     }
     #[getter(_rs_out_buffer)]
-    fn get_out_buffer(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.st()
-            .out_buffer
-            .as_ref()
-            .map(|b| b.clone_ref(py))
-            .ok_or_else(|| missing_attr("out_buffer"))
+    fn get_out_buffer(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        field(slf, |st| st.out_buffer.as_ref(), "out_buffer").map(Bound::unbind)
     }
     #[setter(_rs_out_buffer)]
     fn set_out_buffer_attr(&self, v: &Bound<'_, PyAny>) {
@@ -497,14 +511,8 @@ impl Dispatcher {
     }
     #[getter(_rs_producer_fifo)]
     fn get_producer_fifo(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
         output_batch::flush(slf)?;
-        slf.get()
-            .st()
-            .producer_fifo
-            .as_ref()
-            .map(|b| b.clone_ref(py))
-            .ok_or_else(|| missing_attr("producer_fifo"))
+        field(slf, |st| st.producer_fifo.as_ref(), "producer_fifo").map(Bound::unbind)
     }
     #[setter(_rs_producer_fifo)]
     fn set_producer_fifo_attr(&self, v: &Bound<'_, PyAny>) {

@@ -94,8 +94,8 @@ struct ExcInfoGuard {
 }
 
 impl ExcInfoGuard {
-    fn set(py: Python<'_>, value: &Bound<'_, PyAny>, tb: Option<&Bound<'_, PyAny>>) -> Self {
-        let _ = py;
+    /// `_gil` is the proof the GIL is held, which the C calls below need.
+    fn set(_gil: Python<'_>, value: &Bound<'_, PyAny>, tb: Option<&Bound<'_, PyAny>>) -> Self {
         let mut saved = (
             std::ptr::null_mut(),
             std::ptr::null_mut(),

@@ -189,6 +189,8 @@ struct Reg {
 struct LoopState {
     map: Py<PyAny>,
     kind: MapKind,
+    /// `map.get(k)` may be done as a C-level dict lookup (see map_get).
+    plain_get: bool,
     mode: Mode,
     persistent: bool,
     fresh: bool,
@@ -223,10 +225,12 @@ impl LoopState {
         } else {
             MapKind::Other
         };
+        let plain_get = matches!(kind, MapKind::Tracked(_)) || map.is_exact_instance_of::<PyDict>();
         let poller = Poller::new().map_err(|e| os_error(py, e.raw_os_error().unwrap_or(0)))?;
         Ok(LoopState {
             map: map.clone().unbind(),
             kind,
+            plain_get,
             mode,
             persistent,
             fresh: true,
@@ -313,8 +317,11 @@ impl LoopState {
         }
     }
 
-    /// Compares the dict's (key, value) pointers with the last pass's. Our
-    /// registrations hold references to both, so a pointer cannot be reused.
+    /// Compares the dict's (key, value) pointers with the last pass's. A
+    /// pointer cannot be reused behind our back: registrations (keys, and the
+    /// channels in `LoopShared::objs`) and `unkeyed` hold references, and a
+    /// channel released by del_channel() is re-examined (`recheck`), which
+    /// rebuilds the snapshot.
     fn dict_unchanged(&self, map: &Bound<'_, PyAny>) -> bool {
         let mut i = 0;
         let mut pos: ffi::Py_ssize_t = 0;
@@ -371,7 +378,7 @@ impl LoopState {
         key: &Bound<'_, PyAny>,
         recheck: bool,
     ) -> PyResult<()> {
-        match map_get(map, key)? {
+        match map_get(map, key, self.plain_get)? {
             Some(obj) => {
                 self.place(py, key, &obj, recheck)?;
             }
@@ -701,8 +708,8 @@ impl LoopState {
             return Ok(None);
         };
         let obj = match self.mode {
-            Mode::Select => map_get(map, reg.key.bind(py))?,
-            Mode::Poll => map_get(map, fd.into_pyobject(py)?.as_any())?,
+            Mode::Select => map_get(map, reg.key.bind(py), self.plain_get)?,
+            Mode::Poll => map_get(map, fd.into_pyobject(py)?.as_any(), self.plain_get)?,
         };
         let polled = self.shared.obj(py, fd);
         Ok(obj.filter(|o| polled.is_some_and(|p| p.bind(py).is(o))))
@@ -910,18 +917,15 @@ fn as_fd(key: &Bound<'_, PyAny>) -> PyResult<RawFd> {
 }
 
 /// `map.get(key)`.
+/// `plain_get`: the map is a dict whose `get` is dict's own (an exact dict, or
+/// our SocketMap), so the C-level lookup is the same call.
 fn map_get<'py>(
     map: &Bound<'py, PyAny>,
     key: &Bound<'py, PyAny>,
+    plain_get: bool,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    if let Ok(d) = map.cast::<PyDict>() {
-        if map.is_exact_instance_of::<PyDict>()
-            || map
-                .get_type()
-                .hasattr(intern!(map.py(), "_asyncore_rs_tracked"))?
-        {
-            return d.get_item(key);
-        }
+    if let (true, Ok(d)) = (plain_get, map.cast::<PyDict>()) {
+        return d.get_item(key);
     }
     let v = map.call_method1(intern!(map.py(), "get"), (key,))?;
     Ok((!v.is_none()).then_some(v))

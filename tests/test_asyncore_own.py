@@ -1601,6 +1601,17 @@ def test_state_attributes_are_descriptors_on_the_class():
     assert d.connected is False
 
 
+@pytest.mark.skipif(IMPL != "rs", reason="an intended difference of asyncore_rs")
+def test_state_attributes_cannot_be_deleted():
+    # CPython deletes an assigned instance attribute (falling back to the class
+    # default); ours are descriptors without a deleter: AttributeError either way.
+    d = asyncore.dispatcher()
+    d.connected = True
+    with pytest.raises(AttributeError):
+        del d.connected
+    assert d.connected is True
+
+
 def test_oob_data_triggers_handle_expt_under_select(chan_map):
     with socket.socket() as listener:
         listener.bind((HOST, 0))

@@ -14,6 +14,7 @@ loop), TLS data channels (PROT P), CCC (TLS shutdown back to clear text, assigni
 """
 
 import ftplib
+import io
 import random
 import socket
 import ssl
@@ -339,7 +340,7 @@ def server_factory():
 
 
 def stor_retr_roundtrip(client, server, name, data):
-    resp = client.storbinary("STOR " + name, _Reader(data), blocksize=8192)
+    resp = client.storbinary("STOR " + name, io.BytesIO(data), blocksize=8192)
     assert resp == "226 transfer complete"
     assert server.files[name] == data
     assert client.size(name) == len(data)
@@ -347,17 +348,6 @@ def stor_retr_roundtrip(client, server, name, data):
     resp = client.retrbinary("RETR " + name, received.extend)
     assert resp == "226 transfer complete"
     assert bytes(received) == data
-
-
-class _Reader:
-    def __init__(self, data):
-        self.data = data
-        self.pos = 0
-
-    def read(self, n):
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += len(chunk)
-        return chunk
 
 
 def test_dummy_server_is_a_dispatcher_and_a_thread(server_factory):

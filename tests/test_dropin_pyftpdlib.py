@@ -10,6 +10,7 @@ asyncore_rs.install()) or on the stdlib; the clients are ftplib in this process.
 
 import ftplib
 import importlib.util
+import io
 import random
 import select
 import socket
@@ -76,17 +77,6 @@ def blob(size, seed):
     return random.Random(seed).randbytes(size)
 
 
-class _Reader:
-    def __init__(self, data):
-        self.data = data
-        self.pos = 0
-
-    def read(self, n):
-        chunk = self.data[self.pos : self.pos + n]
-        self.pos += len(chunk)
-        return chunk
-
-
 @pytest.fixture
 def ftpd(tmp_path, request):
     kind, use_sendfile = request.param
@@ -135,7 +125,7 @@ def connect(port, user="user", passwd="12345"):
 
 
 def stor_retr(client, root, name, data, subdir=""):
-    resp = client.storbinary("STOR " + name, _Reader(data), blocksize=16384)
+    resp = client.storbinary("STOR " + name, io.BytesIO(data), blocksize=16384)
     assert resp.startswith("226"), resp
     assert (root / subdir / name).read_bytes() == data
     assert client.size(name) == len(data)
@@ -168,7 +158,7 @@ def test_pyftpdlib_session(ftpd):
         client.retrbinary("RETR big.bin", received.extend, rest=300_000)
         assert bytes(received) == data[300_000:]
         # append (APPE)
-        client.storbinary("APPE big.bin", _Reader(b"tail"))
+        client.storbinary("APPE big.bin", io.BytesIO(b"tail"))
         assert (root / "sub" / "big.bin").read_bytes() == data + b"tail"
         client.cwd("/")
         lines = []
@@ -208,7 +198,7 @@ def test_pyftpdlib_anonymous_is_read_only(ftpd):
         client.retrbinary("RETR readme.txt", received.extend)
         assert bytes(received) == (root / "readme.txt").read_bytes()
         with pytest.raises(ftplib.error_perm, match="550"):
-            client.storbinary("STOR nope.bin", _Reader(b"x"))
+            client.storbinary("STOR nope.bin", io.BytesIO(b"x"))
         assert not (root / "nope.bin").exists()
         client.quit()
 

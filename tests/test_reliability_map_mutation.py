@@ -9,6 +9,7 @@
   the new channel gets its own events only and is served like any other.
 """
 
+import contextlib
 import os
 import select
 import socket
@@ -229,11 +230,24 @@ def test_handler_opens_new_channels_during_pass(use_poll):
         close_map(map)
 
 
-def _swap_setup(use_poll):
+@contextlib.contextmanager
+def swapped(use_poll):
     """Two clients send b"swap\\n" in the same pass; the first handler to run closes the other
-    channel and puts a socketpair channel on its fd number."""
+    channel and puts a socketpair channel on its fd number. Yields (map, clients, state,
+    pass_no) and closes everything afterwards."""
     map, server, clients, channels = start(use_poll, 2)
     state = {}
+    try:
+        yield _swap(use_poll, map, server, clients, channels, state)
+    finally:
+        for sock in clients:
+            sock.close()
+        if "peer" in state:
+            state["peer"].close()
+        close_map(map)
+
+
+def _swap(use_poll, map, server, clients, channels, state):
 
     def on_swap(ch):
         if state:
@@ -251,13 +265,12 @@ def _swap_setup(use_poll):
     pass_no = Passes.n + 1
     one_pass(map, use_poll)
     assert state, "no handler ran in the pass"
-    return map, server, clients, state, pass_no
+    return map, clients, state, pass_no
 
 
 @pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
 def test_fd_reused_in_same_pass_new_channel_is_served(use_poll):
-    map, server, clients, state, pass_no = _swap_setup(use_poll)
-    try:
+    with swapped(use_poll) as (map, clients, state, _pass_no):
         new, old, peer = state["new"], state["old"], state["peer"]
         assert map[state["fd"]] is new
         assert old.calls_after_close == []
@@ -271,11 +284,6 @@ def test_fd_reused_in_same_pass_new_channel_is_served(use_poll):
         closer = next(c for c in clients if c.getsockname() == state["closer"].addr)
         expect(closer, b"swap\n", map, use_poll)
         roundtrip(closer, b"x\n", map, use_poll)
-    finally:
-        for sock in clients:
-            sock.close()
-        state["peer"].close()
-        close_map(map)
 
 
 @pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
@@ -284,15 +292,9 @@ def test_fd_reused_in_same_pass_gets_no_stale_event(use_poll, request):
         # CPython looks the pass's events up by fd number at dispatch time, so the new
         # channel receives the read event that select()/poll() reported for the old socket.
         request.applymarker(pytest.mark.xfail(strict=True, reason="CPython delivers it"))
-    map, server, clients, state, pass_no = _swap_setup(use_poll)
-    try:
+    with swapped(use_poll) as (_map, _clients, state, pass_no):
         new = state["new"]
         assert [e for e in new.events if e[1] == pass_no] == []
-    finally:
-        for sock in clients:
-            sock.close()
-        state["peer"].close()
-        close_map(map)
 
 
 @pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
