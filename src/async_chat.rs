@@ -206,7 +206,7 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
                     } else {
                         consume(me, &Consume::Front(tlen));
                     }
-                    slf.call_method0(intern!(py, "found_terminator"))?;
+                    found_terminator(slf)?;
                 }
                 Scan::PrefixAtEnd(keep) => {
                     if keep != lb {
@@ -219,7 +219,20 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
         }
     };
     shrink(me);
-    result
+    // Sends what the pipelined messages' replies queued (see output_batch.rs),
+    // before an error from the scan reaches handle_error.
+    let flushed = crate::output_batch::flush(slf);
+    result.and(flushed)
+}
+
+/// `self.found_terminator()`. While more received input is buffered behind
+/// this message, its pushes may be batched (`ac_batch_output = "pipelined"`).
+fn found_terminator(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
+    let more_input = !slf.get().st().in_data().is_empty();
+    crate::output_batch::pipelined(slf, more_input, || {
+        slf.call_method0(intern!(slf.py(), "found_terminator"))
+    })?;
+    Ok(())
 }
 
 /// An int terminator: collect up to that many bytes, counting down. A
@@ -254,8 +267,7 @@ fn scan_count(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>, lb: usize) -
             collect_empty(slf)?;
         }
         slf.setattr(intern!(py, "terminator"), 0)?;
-        slf.call_method0(intern!(py, "found_terminator"))?;
-        Ok(())
+        found_terminator(slf)
     }
 }
 
@@ -378,8 +390,7 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
     } else {
         crate::fifo::append(&fifo, data)?;
     }
-    if crate::output_batch::may_defer(slf)? {
-        crate::output_batch::defer(slf);
+    if crate::output_batch::defer_push(slf)? {
         return Ok(());
     }
     if has_builtin(

@@ -85,8 +85,10 @@ pub struct Dispatcher {
     direct: AtomicU16,
     /// Output queued by a batched push (see output_batch.rs).
     pub deferred: AtomicBool,
-    /// Whether initiate_send and send are ours: 0 unknown, 1 yes, 2 no.
-    pub builtin_output: AtomicU8,
+    /// `output_batch::BatchMode` as u8; 0 until first needed.
+    pub batch_mode: AtomicU8,
+    /// Inside a `found_terminator()` with more input buffered behind it.
+    pub pipelined: AtomicBool,
 }
 
 impl Dispatcher {
@@ -305,7 +307,7 @@ bool_attr!(
 fn field<'py>(
     slf: &Bound<'py, Dispatcher>,
     pick: impl FnOnce(&State) -> Option<&Py<PyAny>>,
-    name: &str,
+    name: impl std::fmt::Display,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
     match pick(&slf.get().st()) {
@@ -322,7 +324,8 @@ fn field_or_attr<'py>(
     name: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
     if Dispatcher::is_direct(slf, flag) {
-        field(slf, pick, &name.to_string())
+        // The name is formatted only for the error (a hot path: no String here).
+        field(slf, pick, name)
     } else {
         slf.getattr(name)
     }
@@ -401,7 +404,7 @@ fn store_producer_fifo(me: &Dispatcher, value: &Bound<'_, PyAny>) {
 
 /// CPython's message, naming the object's own class.
 #[cold]
-fn missing_attr(slf: &Bound<'_, Dispatcher>, name: &str) -> PyErr {
+fn missing_attr(slf: &Bound<'_, Dispatcher>, name: impl std::fmt::Display) -> PyErr {
     let class = slf
         .get_type()
         .name()
@@ -421,7 +424,8 @@ impl Dispatcher {
             notify: Arc::new(ChannelNotify::default()),
             direct: AtomicU16::new(0),
             deferred: AtomicBool::new(false),
-            builtin_output: AtomicU8::new(0),
+            batch_mode: AtomicU8::new(0),
+            pipelined: AtomicBool::new(false),
         }
     }
 

@@ -1,19 +1,31 @@
-//! Opt-in batching of `async_chat.push()` output (`ac_batch_output = True`).
+//! Batching of `async_chat.push()` output (`ac_batch_output`).
 //!
 //! CPython's `push()` calls `initiate_send()`, so a handler that answers 100
-//! lines makes 100 `send()` calls. For a class that opts in, while our loop
-//! dispatches an event, a push on a channel whose output path is all built-in
-//! (our `initiate_send`, our `send`, a plain socket, our fifo) is queued, and
-//! the queue goes out in one `sendmsg()` when the handler returns, still inside
-//! the event's error handling. The bytes, their order and the errors are the
+//! pipelined lines makes 100 `send()` calls. When a push may be batched, and
+//! the channel's output path is all built-in (our `initiate_send`, our `send`,
+//! a plain socket, our fifo), it is queued, and the queue goes out in one
+//! `sendmsg()` a little later. The bytes, their order and the errors are the
 //! same, and Python access that could tell (reading `socket` or
 //! `producer_fifo`, `writable()`, `initiate_send()`, `close()`,
 //! `discard_buffers()`, `del_channel()`) first sends what is queued.
 //!
-//! It is not the default because one thing does change: a handler that pushes
-//! and then waits for the peer's answer inside the same handler (CPython's own
-//! test FTP server does, with a blocking accept() after "227 passive mode")
-//! would wait forever, its push not yet sent.
+//! `ac_batch_output` chooses when a push may be batched:
+//! - `"pipelined"` (the default): only inside a `found_terminator()` call that
+//!   has more received input already buffered behind its message, i.e. input
+//!   the peer sent without waiting for this reply. The queue goes out when the
+//!   first message without input behind it pushes, or when `handle_read`'s
+//!   scan ends. The reply to the last message buffered is sent by its own
+//!   push, as in CPython, so a peer that waits for it is never kept waiting.
+//! - `True`: every push made while our loop dispatches an event; the queue
+//!   goes out when the handler returns, still inside the event's error
+//!   handling.
+//! - `False`: never (CPython's one send per push).
+//!
+//! What can tell the difference: a handler that pushes and then blocks
+//! waiting for the peer's answer inside the same handler (CPython's own test
+//! FTP server does, with a blocking accept() after "227 passive mode") waits
+//! forever, its push not yet sent. With `"pipelined"` this needs a peer that
+//! has also sent its next request before reading the reply.
 
 use std::cell::RefCell;
 use std::os::fd::RawFd;
@@ -22,7 +34,7 @@ use std::sync::atomic::Ordering;
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 
 use crate::dispatcher::{connected, has_builtin, producer_fifo_of, socket_of, Dispatcher};
 use crate::errors::{call_in_except, errno_of, is_disconnect};
@@ -63,43 +75,89 @@ pub fn dispatching(py: Python<'_>, handler: impl FnOnce() -> PyResult<()>) -> Py
     result.and(flushed)
 }
 
-/// Whether `push()` on this channel may be batched now.
-pub fn may_defer(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
-    if DISPATCH.with(|d| d.borrow().depth) == 0 {
-        return Ok(false);
-    }
-    let py = slf.py();
-    let me = slf.get();
-    let path = match me.builtin_output.load(Ordering::Relaxed) {
-        0 => {
-            let ok = slf
-                .getattr(intern!(py, "ac_batch_output"))
-                .and_then(|v| v.is_truthy())
-                .unwrap_or(false)
-                && has_builtin(
-                    slf,
-                    intern!(py, "initiate_send"),
-                    intern!(py, "_ac_initiate_send"),
-                )
-                && has_builtin(slf, intern!(py, "send"), intern!(py, "send"));
-            me.builtin_output
-                .store(if ok { 1 } else { 2 }, Ordering::Relaxed);
-            ok
-        }
-        v => v == 1,
-    };
-    Ok(path
-        && connected(slf)?
-        && producer_fifo_of(slf)?.cast::<Fifo>().is_ok()
-        && is_plain(py, &socket_of(slf)?))
+/// When a channel's pushes may be batched (`Dispatcher::batch_mode`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum BatchMode {
+    Never = 1,
+    Pipelined = 2,
+    Always = 3,
 }
 
-/// Queues the channel's output for the end of the event.
-pub fn defer(slf: &Bound<'_, Dispatcher>) {
-    if !slf.get().deferred.swap(true, Ordering::Relaxed) {
+/// The channel's batch mode, read from `ac_batch_output` once per object.
+fn batch_mode(slf: &Bound<'_, Dispatcher>) -> BatchMode {
+    let me = slf.get();
+    match me.batch_mode.load(Ordering::Relaxed) {
+        1 => return BatchMode::Never,
+        2 => return BatchMode::Pipelined,
+        3 => return BatchMode::Always,
+        _ => {}
+    }
+    let mode = read_batch_mode(slf);
+    me.batch_mode.store(mode as u8, Ordering::Relaxed);
+    mode
+}
+
+#[cold]
+fn read_batch_mode(slf: &Bound<'_, Dispatcher>) -> BatchMode {
+    let py = slf.py();
+    let builtin_path = has_builtin(
+        slf,
+        intern!(py, "initiate_send"),
+        intern!(py, "_ac_initiate_send"),
+    ) && has_builtin(slf, intern!(py, "send"), intern!(py, "send"));
+    if !builtin_path {
+        return BatchMode::Never;
+    }
+    let Ok(value) = slf.getattr(intern!(py, "ac_batch_output")) else {
+        return BatchMode::Never;
+    };
+    if value
+        .cast::<PyString>()
+        .is_ok_and(|s| s.to_cow().is_ok_and(|s| s == "pipelined"))
+    {
+        BatchMode::Pipelined
+    } else if value.is_truthy().unwrap_or(false) {
+        BatchMode::Always
+    } else {
+        BatchMode::Never
+    }
+}
+
+/// Queues this `push()`'s output if the channel may batch now; false when
+/// the caller must send as CPython does.
+pub fn defer_push(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
+    let me = slf.get();
+    let register = match batch_mode(slf) {
+        BatchMode::Never => return Ok(false),
+        // Flushed by the scan that set the flag: nothing to register.
+        BatchMode::Pipelined if me.pipelined.load(Ordering::Relaxed) => false,
+        BatchMode::Pipelined => return Ok(false),
+        BatchMode::Always if DISPATCH.with(|d| d.borrow().depth) > 0 => true,
+        BatchMode::Always => return Ok(false),
+    };
+    let py = slf.py();
+    if !(connected(slf)?
+        && producer_fifo_of(slf)?.cast::<Fifo>().is_ok()
+        && is_plain(py, &socket_of(slf)?))
+    {
+        return Ok(false);
+    }
+    if !me.deferred.swap(true, Ordering::Relaxed) && register {
         let ch = slf.clone().unbind();
         DISPATCH.with(|d| d.borrow_mut().pending.push(ch));
     }
+    Ok(true)
+}
+
+/// Runs `found_terminator` (`call`) with pushes batched if the channel's mode
+/// is `"pipelined"` and `more_input` (received input is buffered behind this
+/// message). The caller flushes when its scan ends.
+pub fn pipelined<R>(slf: &Bound<'_, Dispatcher>, more_input: bool, call: impl FnOnce() -> R) -> R {
+    let me = slf.get();
+    let prev = me.pipelined.swap(more_input, Ordering::Relaxed);
+    let r = call();
+    me.pipelined.store(prev, Ordering::Relaxed);
+    r
 }
 
 /// Sends what `push()` queued on this channel, as the `initiate_send()` calls

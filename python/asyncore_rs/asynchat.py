@@ -30,9 +30,11 @@ class async_chat(asyncore.dispatcher):
     use_encoding = 0
     encoding = "latin-1"
 
-    # asyncore-rs extension: batch the pushes a handler makes into one send when
-    # it returns. Only for handlers that never wait for the peer after a push.
-    ac_batch_output = False
+    # asyncore-rs extension: when pushes may be batched into one send.
+    # "pipelined": replies to requests the peer pipelined (more input already
+    # buffered), sent when the scan reaches the last one; True: every push of a
+    # handler, sent when it returns; False: one send per push, as CPython.
+    ac_batch_output = "pipelined"
 
     ac_in_buffer = _d._rs_ac_in_buffer
     producer_fifo = _d._rs_producer_fifo
