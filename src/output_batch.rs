@@ -128,12 +128,10 @@ fn read_batch_mode(slf: &Bound<'_, Dispatcher>) -> BatchMode {
 pub fn defer_push(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
     let me = slf.get();
     let register = match batch_mode(slf) {
-        BatchMode::Never => return Ok(false),
         // Flushed by the scan that set the flag: nothing to register.
         BatchMode::Pipelined if me.pipelined.load(Ordering::Relaxed) => false,
-        BatchMode::Pipelined => return Ok(false),
         BatchMode::Always if DISPATCH.with(|d| d.borrow().depth) > 0 => true,
-        BatchMode::Always => return Ok(false),
+        _ => return Ok(false),
     };
     let py = slf.py();
     if !(connected(slf)?
