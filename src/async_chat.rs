@@ -304,7 +304,7 @@ fn collect(slf: &Bound<'_, Dispatcher>, n: usize, then: Consume) -> PyResult<()>
         st.in_callback = true;
         PyBytes::new(py, &st.in_data()[..n])
     };
-    let r = slf.call_method1(intern!(py, "collect_incoming_data"), (data,));
+    let r = crate::calls::call_method1(slf, intern!(py, "collect_incoming_data"), &data);
     {
         let mut st = me.st();
         st.in_callback = false;

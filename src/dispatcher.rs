@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use pyo3::exceptions::{PyOSError, PyTypeError};
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple, PyType, PyWeakrefReference};
@@ -142,7 +142,8 @@ impl Dispatcher {
         self.st.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether the Rust field behind `flag` is authoritative for this object.
+    /// Whether the Rust fields behind `flag` (one or more bits) are all
+    /// authoritative for this object.
     pub fn is_direct(slf: &Bound<'_, Self>, flag: u16) -> bool {
         let me = slf.get();
         let mut mask = me.direct.load(Ordering::Relaxed);
@@ -150,7 +151,7 @@ impl Dispatcher {
             mask = direct_mask(slf.py(), &slf.get_type()) | F_KNOWN;
             me.direct.store(mask, Ordering::Relaxed);
         }
-        mask & flag != 0
+        mask & flag == flag
     }
 }
 
@@ -455,8 +456,11 @@ impl Dispatcher {
         self.st().connected
     }
     #[setter(connected)]
-    fn set_connected_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store_flag(|st| &mut st.connected, v.is_truthy()?, true);
+    fn set_connected_attr(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        let v = v.is_truthy()?;
+        // Batched output goes out first, as it would have under CPython.
+        output_batch::flush(slf)?;
+        slf.get().store_flag(|st| &mut st.connected, v, true);
         Ok(())
     }
     #[getter(accepting)]
@@ -484,8 +488,11 @@ impl Dispatcher {
         field(slf, |st| st.socket.as_ref(), "socket").map(Bound::unbind)
     }
     #[setter(socket)]
-    fn set_socket_attr(&self, v: Py<PyAny>) {
-        self.st().socket = Some(v);
+    fn set_socket_attr(slf: &Bound<'_, Self>, v: Py<PyAny>) -> PyResult<()> {
+        // Batched output belongs to the old socket (STARTTLS swaps it).
+        output_batch::flush(slf)?;
+        slf.get().st().socket = Some(v);
+        Ok(())
     }
     #[getter(_fileno)]
     fn get_fileno(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
@@ -519,8 +526,11 @@ impl Dispatcher {
         field(slf, |st| st.producer_fifo.as_ref(), "producer_fifo").map(Bound::unbind)
     }
     #[setter(_rs_producer_fifo)]
-    fn set_producer_fifo_attr(&self, v: &Bound<'_, PyAny>) {
-        store_producer_fifo(self, v);
+    fn set_producer_fifo_attr(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        // Batched output is in the old fifo.
+        output_batch::flush(slf)?;
+        store_producer_fifo(slf.get(), v);
+        Ok(())
     }
 
     // ---- construction ----
@@ -863,8 +873,8 @@ impl Dispatcher {
         let py = slf.py();
         let pair = slf.call_method0(intern!(py, "accept"))?;
         if !pair.is_none() {
-            let args = pair.try_iter()?.collect::<PyResult<Vec<_>>>()?;
-            slf.call_method1(intern!(py, "handle_accepted"), PyTuple::new(py, args)?)?;
+            let (sock, addr) = unpack_pair(&pair)?;
+            crate::calls::call_method2(slf, intern!(py, "handle_accepted"), &sock, &addr)?;
         }
         Ok(())
     }
@@ -986,8 +996,8 @@ impl Dispatcher {
         slf: &Bound<'_, Self>,
         data: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        slf.getattr(intern!(slf.py(), "incoming"))?
-            .call_method1(intern!(slf.py(), "append"), (data,))?;
+        let incoming = slf.getattr(intern!(slf.py(), "incoming"))?;
+        crate::calls::call_method1(&incoming, intern!(slf.py(), "append"), data)?;
         Ok(())
     }
     #[pyo3(name = "_ac__get_data")]
@@ -1179,6 +1189,26 @@ fn send_whole<'py>(
         // its own attempt and handles the error as it does.
         _ => Ok(Some(data.clone())),
     }
+}
+
+/// `a, b = pair`, with Python's errors.
+fn unpack_pair<'py>(pair: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let mut items = pair.try_iter()?;
+    let mut next = |got: usize| {
+        items.next().transpose()?.ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "not enough values to unpack (expected 2, got {got})"
+            ))
+        })
+    };
+    let a = next(0)?;
+    let b = next(1)?;
+    if items.next().transpose()?.is_some() {
+        return Err(PyValueError::new_err(
+            "too many values to unpack (expected 2)",
+        ));
+    }
+    Ok((a, b))
 }
 
 /// The base `dispatcher.send`, whatever a subclass made of `send`.

@@ -108,7 +108,7 @@ pub fn append(fifo: &Bound<'_, PyAny>, item: &Bound<'_, PyAny>) -> PyResult<()> 
         f.get().edit(|d| d.push_back(item));
         return Ok(());
     }
-    fifo.call_method1(intern!(fifo.py(), "append"), (item,))?;
+    crate::calls::call_method1(fifo, intern!(fifo.py(), "append"), item)?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 //! This file only assembles the module; each concern lives in its own file.
 
 mod async_chat;
+mod calls;
 mod dispatcher;
 mod errors;
 mod event_loop;

@@ -36,7 +36,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
-use crate::dispatcher::{connected, has_builtin, producer_fifo_of, socket_of, Dispatcher};
+use crate::dispatcher::{
+    connected, has_builtin, producer_fifo_of, socket_of, Dispatcher, F_CONNECTED, F_FIFO, F_SOCKET,
+};
 use crate::errors::{call_in_except, errno_of, is_disconnect};
 use crate::fifo::Fifo;
 use crate::sockio::{is_plain, nonblocking, plain_fd, Direct};
@@ -133,6 +135,14 @@ pub fn defer_push(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
         BatchMode::Always if DISPATCH.with(|d| d.borrow().depth) > 0 => true,
         _ => return Ok(false),
     };
+    // A batch is open: its checks below still hold, because assigning
+    // `connected`, `socket` or `producer_fifo` sends the batch first (unless a
+    // subclass shadows them, then we check again).
+    if me.deferred.load(Ordering::Relaxed)
+        && Dispatcher::is_direct(slf, F_CONNECTED | F_SOCKET | F_FIFO)
+    {
+        return Ok(true);
+    }
     let py = slf.py();
     if !(connected(slf)?
         && producer_fifo_of(slf)?.cast::<Fifo>().is_ok()

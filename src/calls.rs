@@ -1,0 +1,50 @@
+//! Calls from Rust into Python methods on the hot path.
+//!
+//! pyo3's `call_method1` looks the method up with getattr, which allocates a
+//! bound method, and packs the arguments in a tuple. CPython's
+//! `PyObject_CallMethodObjArgs` (limited API) finds the function without
+//! binding it and vectorcalls it with the arguments on the stack. The lookup
+//! is the same attribute lookup, so overrides and instance attributes apply.
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+/// `obj.name(arg)`.
+pub fn call_method1<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+    arg: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: the GIL is held, the pointers are borrowed for the call, and the
+    // argument list ends with NULL as the C API requires.
+    unsafe {
+        let r = ffi::PyObject_CallMethodObjArgs(
+            obj.as_ptr(),
+            name.as_ptr(),
+            arg.as_ptr(),
+            std::ptr::null_mut::<ffi::PyObject>(),
+        );
+        Bound::from_owned_ptr_or_err(obj.py(), r)
+    }
+}
+
+/// `obj.name(a, b)`.
+pub fn call_method2<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+    a: &Bound<'py, PyAny>,
+    b: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: as in call_method1.
+    unsafe {
+        let r = ffi::PyObject_CallMethodObjArgs(
+            obj.as_ptr(),
+            name.as_ptr(),
+            a.as_ptr(),
+            b.as_ptr(),
+            std::ptr::null_mut::<ffi::PyObject>(),
+        );
+        Bound::from_owned_ptr_or_err(obj.py(), r)
+    }
+}
