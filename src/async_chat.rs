@@ -14,7 +14,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
 
 use crate::dispatcher::{
     connected, dispatcher_send, has_builtin, producer_fifo_of, set_producer_fifo, socket_of,
-    Dispatcher, F_INBUF,
+    Dispatcher, State, F_INBUF,
 };
 use crate::errors::{call_in_except, errno_of, is_disconnect};
 use crate::fifo::{self, Fifo};
@@ -200,13 +200,13 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             let tlen = t.needle().len();
             match found {
                 Scan::Found(index) => {
-                    if index > 0 {
+                    let more_input = if index > 0 {
                         // Don't report the empty string (CPython: "source of subtle bugs").
-                        collect(slf, index, Consume::Front(index + tlen))?;
+                        collect(slf, index, Consume::Front(index + tlen))?
                     } else {
-                        consume(me, &Consume::Front(tlen));
-                    }
-                    found_terminator(slf)?;
+                        consume(&mut me.st(), &Consume::Front(tlen))
+                    };
+                    found_terminator(slf, more_input)?;
                 }
                 Scan::PrefixAtEnd(keep) => {
                     if keep != lb {
@@ -214,7 +214,9 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
                     }
                     break Ok(());
                 }
-                Scan::Nothing => collect(slf, lb, Consume::All)?,
+                Scan::Nothing => {
+                    collect(slf, lb, Consume::All)?;
+                }
             }
         }
     };
@@ -227,8 +229,7 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
 
 /// `self.found_terminator()`. While more received input is buffered behind
 /// this message, its pushes may be batched (`ac_batch_output = "pipelined"`).
-fn found_terminator(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
-    let more_input = !slf.get().st().in_data().is_empty();
+fn found_terminator(slf: &Bound<'_, Dispatcher>, more_input: bool) -> PyResult<()> {
     crate::output_batch::pipelined(slf, more_input, || {
         slf.call_method0(intern!(slf.py(), "found_terminator"))
     })?;
@@ -261,19 +262,19 @@ fn scan_count(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>, lb: usize) -
         } else {
             (lb as i128 + n).max(0) as usize
         };
-        if cut > 0 {
-            collect(slf, cut, Consume::Front(cut))?;
+        let more_input = if cut > 0 {
+            collect(slf, cut, Consume::Front(cut))?
         } else {
-            collect_empty(slf)?;
-        }
+            collect_empty(slf)?
+        };
         slf.setattr(intern!(py, "terminator"), 0)?;
-        found_terminator(slf)
+        found_terminator(slf, more_input)
     }
 }
 
 /// `self.collect_incoming_data(b'')` (a count that cuts nothing).
 #[cold]
-fn collect_empty(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
+fn collect_empty(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
     collect(slf, 0, Consume::Front(0))
 }
 
@@ -296,7 +297,8 @@ fn compile(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>) -> PyResult<Ter
 
 /// `self.collect_incoming_data(buf[:n])`, then CPython's assignment to
 /// `self.ac_in_buffer` computed from the buffer as it was before the call.
-fn collect(slf: &Bound<'_, Dispatcher>, n: usize, then: Consume) -> PyResult<()> {
+/// Returns whether input is left in the buffer.
+fn collect(slf: &Bound<'_, Dispatcher>, n: usize, then: Consume) -> PyResult<bool> {
     let py = slf.py();
     let me = slf.get();
     let data = {
@@ -305,26 +307,21 @@ fn collect(slf: &Bound<'_, Dispatcher>, n: usize, then: Consume) -> PyResult<()>
         PyBytes::new(py, &st.in_data()[..n])
     };
     let r = crate::calls::call_method1(slf, intern!(py, "collect_incoming_data"), &data);
-    {
-        let mut st = me.st();
-        st.in_callback = false;
-        let stash = st.in_stash.take();
-        if r.is_ok() {
-            // The callback may have assigned ac_in_buffer; CPython then
-            // overwrites it with the slice of the old buffer.
-            if let Some((buf, start)) = stash {
-                st.in_buf = buf;
-                st.in_start = start;
-            }
-        }
-    }
+    let mut st = me.st();
+    st.in_callback = false;
+    let stash = st.in_stash.take();
     r?;
-    consume(me, &then);
-    Ok(())
+    // The callback may have assigned ac_in_buffer; CPython then overwrites
+    // it with the slice of the old buffer.
+    if let Some((buf, start)) = stash {
+        st.in_buf = buf;
+        st.in_start = start;
+    }
+    Ok(consume(&mut st, &then))
 }
 
-fn consume(me: &Dispatcher, how: &Consume) {
-    let mut st = me.st();
+/// Drops consumed input; returns whether input is left.
+fn consume(st: &mut State, how: &Consume) -> bool {
     match *how {
         Consume::All => {
             st.in_buf.clear();
@@ -338,6 +335,7 @@ fn consume(me: &Dispatcher, how: &Consume) {
             }
         }
     }
+    !st.in_data().is_empty()
 }
 
 /// Keeps idle channels small: a drained buffer gives back large capacity, and

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use pyo3::exceptions::PyIndexError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyList, PyTuple};
 
 use crate::dispatcher::make_slice;
 
@@ -61,30 +61,6 @@ impl Fifo {
 
     pub fn len(&self) -> usize {
         self.items().len()
-    }
-
-    /// The leading run of exact bytes items, at most `max_items` of them and
-    /// about `max_bytes` in all.
-    pub fn front_run(
-        &self,
-        py: Python<'_>,
-        max_items: usize,
-        max_bytes: usize,
-    ) -> Vec<Py<PyBytes>> {
-        let items = self.items();
-        let mut run = Vec::new();
-        let mut total = 0;
-        for item in items.iter().take(max_items) {
-            let Ok(b) = item.bind(py).cast_exact::<PyBytes>() else {
-                break;
-            };
-            if total >= max_bytes {
-                break;
-            }
-            total += b.as_bytes().len();
-            run.push(b.clone().unbind());
-        }
-        run
     }
 
     pub fn front(&self, py: Python<'_>) -> Option<Py<PyAny>> {

@@ -28,6 +28,7 @@
 //! has also sent its next request before reading the reply.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 
@@ -39,12 +40,12 @@ use pyo3::types::{PyBytes, PyString};
 use crate::dispatcher::{
     connected, has_builtin, producer_fifo_of, socket_of, Dispatcher, F_CONNECTED, F_FIFO, F_SOCKET,
 };
-use crate::errors::{call_in_except, errno_of, is_disconnect};
+use crate::errors::{call_in_except, errno_of, is_disconnect, os_error};
 use crate::fifo::Fifo;
-use crate::sockio::{is_plain, nonblocking, plain_fd, Direct};
+use crate::sockio::{is_plain, last_errno, plain_fd};
 
-/// Most items and bytes one `sendmsg()` gathers.
-const MAX_IOV: usize = 64;
+/// Most items and bytes one `sendmsg()` gathers (Linux's UIO_MAXIOV is 1024).
+const MAX_IOV: usize = 1024;
 const MAX_BYTES: usize = 256 * 1024;
 
 #[derive(Default)]
@@ -162,7 +163,9 @@ pub fn defer_push(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
 /// message). The caller flushes when its scan ends.
 pub fn pipelined<R>(slf: &Bound<'_, Dispatcher>, more_input: bool, call: impl FnOnce() -> R) -> R {
     let me = slf.get();
-    let prev = me.pipelined.swap(more_input, Ordering::Relaxed);
+    // Load and store, not swap: the GIL orders these, no locked instruction needed.
+    let prev = me.pipelined.load(Ordering::Relaxed);
+    me.pipelined.store(more_input, Ordering::Relaxed);
     let r = call();
     me.pipelined.store(prev, Ordering::Relaxed);
     r
@@ -188,87 +191,102 @@ pub fn flush(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             slf.call_method0(intern!(py, "initiate_send"))?;
             return Ok(());
         };
-        let batch = gather(py, fifo.get());
-        if batch.is_empty() {
-            // A producer, None or a non-bytes item at the head: CPython's path.
-            let before = fifo.get().len();
-            if before == 0 {
-                return Ok(());
-            }
-            let head = fifo.get().front(py);
-            slf.call_method0(intern!(py, "initiate_send"))?;
-            let after = fifo.get().front(py);
-            let moved = fifo.get().len() != before
-                || !matches!((&head, &after), (Some(a), Some(b)) if a.is(b));
-            if !moved {
-                return Ok(());
-            }
-            continue;
-        }
-        match send_batch(fd, py, &batch) {
-            Ok(sent) => {
-                let total: usize = batch.iter().map(|b| b.bind(py).as_bytes().len()).sum();
-                consume(py, fifo.get(), &batch, sent);
+        match send_front(py, fifo.get(), fd) {
+            Some(Ok(Sent { sent, total })) => {
                 if sent < total {
                     return Ok(()); // the socket is full: writable events go on
                 }
             }
-            Err(Some(e)) => return send_failed(slf, e),
-            Err(None) => return Ok(()), // would block
+            Some(Err(libc::EINTR)) => py.check_signals()?, // PEP 475: retry
+            Some(Err(errno)) if errno == libc::EAGAIN || errno == libc::EWOULDBLOCK => {
+                return Ok(());
+            }
+            Some(Err(errno)) => return send_failed(slf, os_error(py, errno)),
+            None => {
+                // A producer, None or a non-bytes item at the head: CPython's path.
+                let before = fifo.get().len();
+                if before == 0 {
+                    return Ok(());
+                }
+                let head = fifo.get().front(py);
+                slf.call_method0(intern!(py, "initiate_send"))?;
+                let after = fifo.get().front(py);
+                let moved = fifo.get().len() != before
+                    || !matches!((&head, &after), (Some(a), Some(b)) if a.is(b));
+                if !moved {
+                    return Ok(());
+                }
+            }
         }
     }
 }
 
-/// The leading run of bytes items (empty ones included) of the fifo.
-fn gather(py: Python<'_>, fifo: &Fifo) -> Vec<Py<PyBytes>> {
-    fifo.front_run(py, MAX_IOV, MAX_BYTES)
+struct Sent {
+    sent: usize,
+    total: usize,
 }
 
-fn send_batch(fd: RawFd, py: Python<'_>, batch: &[Py<PyBytes>]) -> Result<usize, Option<PyErr>> {
-    let iov: Vec<libc::iovec> = batch
-        .iter()
-        .map(|b| {
-            let s = b.bind(py).as_bytes();
-            libc::iovec {
+/// One `sendmsg()` of the fifo's leading run of exact bytes items (empty ones
+/// included), straight from the fifo: the items sent are popped and a partly
+/// sent one keeps its unsent tail. None when the head is not bytes; the errno
+/// when the call failed. The GIL is held and no Python code runs while the
+/// fifo is locked.
+fn send_front(py: Python<'_>, fifo: &Fifo, fd: RawFd) -> Option<Result<Sent, i32>> {
+    fifo.edit(|items| {
+        let mut iov = Vec::with_capacity(items.len().min(MAX_IOV));
+        let mut total = 0;
+        for item in items.iter().take(MAX_IOV) {
+            let Ok(b) = item.bind(py).cast_exact::<PyBytes>() else {
+                break;
+            };
+            if total >= MAX_BYTES {
+                break;
+            }
+            let s = b.as_bytes();
+            total += s.len();
+            iov.push(libc::iovec {
                 iov_base: s.as_ptr() as *mut libc::c_void,
                 iov_len: s.len(),
-            }
-        })
-        .collect();
-    // SAFETY: the iovecs point into bytes objects `batch` keeps alive.
-    let sent = nonblocking(py, || unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = iov.as_ptr().cast_mut();
-        msg.msg_iovlen = iov.len();
-        libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-    });
-    match sent {
-        Direct::Done(n) => Ok(n),
-        Direct::Fallback => Err(None),
-        Direct::Failed(e) => Err(Some(e)),
-    }
+            });
+        }
+        if iov.is_empty() {
+            return None;
+        }
+        // SAFETY: the iovecs point into bytes objects the locked fifo holds.
+        let n = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len();
+            libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        let Ok(sent) = usize::try_from(n) else {
+            return Some(Err(last_errno()));
+        };
+        pop_sent(py, items, iov.len(), sent);
+        Some(Ok(Sent { sent, total }))
+    })
 }
 
-/// Drops the items fully sent and keeps the unsent tail of a partial one.
-fn consume(py: Python<'_>, fifo: &Fifo, batch: &[Py<PyBytes>], mut sent: usize) {
-    fifo.edit(|items| {
-        for b in batch {
-            let Some(front) = items.front() else { return };
-            if !front.bind(py).is(b.bind(py)) {
-                return;
+/// Drops the first `count` items as far as `sent` bytes cover them; a partly
+/// sent item keeps its unsent tail.
+fn pop_sent(py: Python<'_>, items: &mut VecDeque<Py<PyAny>>, count: usize, mut sent: usize) {
+    for _ in 0..count {
+        let Some(front) = items.front() else { return };
+        let Ok(b) = front.bind(py).cast_exact::<PyBytes>() else {
+            return;
+        };
+        let data = b.as_bytes();
+        if sent >= data.len() {
+            sent -= data.len();
+            items.pop_front();
+        } else {
+            if sent > 0 {
+                let rest = PyBytes::new(py, &data[sent..]).into_any().unbind();
+                items[0] = rest;
             }
-            let data = b.bind(py).as_bytes();
-            if sent >= data.len() {
-                sent -= data.len();
-                items.pop_front();
-            } else {
-                if sent > 0 {
-                    items[0] = PyBytes::new(py, &data[sent..]).into_any().unbind();
-                }
-                return;
-            }
+            return;
         }
-    });
+    }
 }
 
 /// What `dispatcher.send` and `initiate_send` do with a failed send.

@@ -105,7 +105,7 @@ pub fn send_direct(py: Python<'_>, fd: RawFd, data: &[u8]) -> Direct<usize> {
     })
 }
 
-fn last_errno() -> i32 {
+pub fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
