@@ -10,6 +10,22 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
+/// `obj.name()`.
+pub fn call_method0<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: as in call_method1.
+    unsafe {
+        let r = ffi::PyObject_CallMethodObjArgs(
+            obj.as_ptr(),
+            name.as_ptr(),
+            std::ptr::null_mut::<ffi::PyObject>(),
+        );
+        Bound::from_owned_ptr_or_err(obj.py(), r)
+    }
+}
+
 /// `obj.name(arg)`.
 pub fn call_method1<'py>(
     obj: &Bound<'py, PyAny>,

@@ -9,7 +9,7 @@
 //! event loop learns of every change without asking Python each pass. State
 //! nothing in Rust needs stays in the instance `__dict__`, as in CPython.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
@@ -35,6 +35,8 @@ pub const F_FILENO: u16 = 16;
 pub const F_OUT: u16 = 32;
 pub const F_INBUF: u16 = 64;
 pub const F_FIFO: u16 = 128;
+/// The instance `__dict__` pointer is at `dispatcher`'s `tp_dictoffset`.
+const F_DICTPTR: u16 = 256;
 const F_KNOWN: u16 = 0x8000;
 
 #[derive(Default)]
@@ -194,7 +196,7 @@ fn compute_direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
                 .collect()
         })
         .unwrap_or_default();
-    let mut mask = 0;
+    let mut mask = dict_at_base_offset(py, ty);
     for (flag, public, private) in descriptor_names(py) {
         let Ok(ours) = base_dict.get_item(private) else {
             continue;
@@ -209,6 +211,65 @@ fn compute_direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
         }
     }
     mask
+}
+
+/// Byte offset of the instance dict pointer in our object layout
+/// (`dispatcher.__dictoffset__`, pyo3's `dict` slot); 0 until known.
+static DICT_OFFSET: AtomicUsize = AtomicUsize::new(0);
+
+/// `F_DICTPTR` if `ty` keeps the instance dict where `dispatcher` does. A
+/// Python subclass of a class with a dict slot inherits its tp_dictoffset; we
+/// check rather than assume.
+fn dict_at_base_offset(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
+    let offset = |t: &Bound<'_, PyType>| {
+        t.getattr(intern!(py, "__dictoffset__"))
+            .and_then(|v| v.extract::<isize>())
+            .unwrap_or(0)
+    };
+    let base = offset(&py.get_type::<Dispatcher>());
+    match usize::try_from(base) {
+        Ok(b) if b > 0 && offset(ty) == base => {
+            DICT_OFFSET.store(b, Ordering::Relaxed);
+            F_DICTPTR
+        }
+        _ => 0,
+    }
+}
+
+/// Whether the instance dict of `obj` has the key `name` (an exact str).
+fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) -> bool {
+    let py = obj.py();
+    {
+        let offset = DICT_OFFSET.load(Ordering::Relaxed);
+        if offset > 0 && Dispatcher::is_direct(obj, F_DICTPTR) {
+            // SAFETY: `offset` is this object's tp_dictoffset (checked for its
+            // class in direct_mask), where CPython keeps the dict pointer or NULL.
+            let dict = unsafe {
+                *obj.as_ptr()
+                    .cast::<u8>()
+                    .add(offset)
+                    .cast::<*mut pyo3::ffi::PyObject>()
+            };
+            if dict.is_null() {
+                return false;
+            }
+            // SAFETY: a non-NULL dict slot holds a dict; the GIL is held.
+            return match unsafe { pyo3::ffi::PyDict_Contains(dict, name.as_ptr()) } {
+                0 => false,
+                1 => true,
+                _ => {
+                    drop(PyErr::take(py));
+                    true // can't tell: assume an override
+                }
+            };
+        }
+    }
+    match obj.getattr(intern!(py, "__dict__")) {
+        Ok(d) => d
+            .cast::<PyDict>()
+            .is_ok_and(|d| d.contains(name).unwrap_or(true)),
+        Err(_) => false,
+    }
 }
 
 /// (flag, public name, name on `dispatcher`) of each Rust-backed attribute.
@@ -1279,26 +1340,42 @@ fn is_windows(py: Python<'_>) -> PyResult<bool> {
 
 /// Whether `obj.<public>` resolves to our Rust method registered as `<private>`
 /// on `dispatcher` (not overridden by a subclass, nor in the instance dict).
-/// Both lookups hit CPython's type attribute cache.
+/// The class lookup hits CPython's type attribute cache.
 pub fn has_builtin(
-    obj: &Bound<'_, PyAny>,
+    obj: &Bound<'_, Dispatcher>,
     public: &Bound<'_, PyString>,
     private: &Bound<'_, PyString>,
 ) -> bool {
-    let py = obj.py();
-    let Ok(ours) = py.get_type::<Dispatcher>().getattr(private) else {
+    let Some(ours) = our_method(obj.py(), private) else {
         return false;
     };
     let Ok(seen) = obj.get_type().getattr(public) else {
         return false;
     };
-    if !seen.is(&ours) {
-        return false;
+    seen.as_ptr() == ours && !instance_dict_has(obj, public)
+}
+
+/// The address of `dispatcher.<private>`, for identity tests. Cached by the
+/// (interned, immortal) name's address; the cache keeps our methods alive.
+fn our_method(py: Python<'_>, private: &Bound<'_, PyString>) -> Option<*mut pyo3::ffi::PyObject> {
+    static OURS: Mutex<Vec<(usize, Py<PyAny>)>> = Mutex::new(Vec::new());
+    let key = private.as_ptr() as usize;
+    {
+        let ours = OURS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, m)) = ours.iter().find(|(k, _)| *k == key) {
+            return Some(m.as_ptr());
+        }
     }
-    match obj.getattr(intern!(py, "__dict__")) {
-        Ok(d) => d
-            .cast::<PyDict>()
-            .map_or(true, |d| !d.contains(public).unwrap_or(true)),
-        Err(_) => true,
+    let m = py.get_type::<Dispatcher>().getattr(private).ok()?;
+    let ptr = m.as_ptr();
+    // Only interned names are cached (a name object that could die and have
+    // its address reused must not be a key).
+    if private.as_ptr() == PyString::intern(py, &private.to_cow().ok()?).as_ptr() {
+        OURS.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((key, m.unbind()));
+        return Some(ptr);
     }
+    // Uncached: `m` dies here, but dispatcher's own attribute keeps it alive.
+    Some(ptr)
 }

@@ -32,15 +32,18 @@ pub fn plain_fd(py: Python<'_>, sock: &Bound<'_, PyAny>) -> Option<RawFd> {
     if !sock.get_type().is(st.socket_class.bind(py)) {
         return None;
     }
-    // socket.fileno() through the C API's own call (cheaper than a method call
-    // from the limited API); a closed socket's -1 raises here, which we clear.
-    // SAFETY: GIL held; sock is a valid object.
-    let fd = unsafe { pyo3::ffi::PyObject_AsFileDescriptor(sock.as_ptr()) };
-    if fd < 0 {
-        drop(PyErr::take(py));
-        return None;
+    // sock.fileno() without binding a method object (PyObject_AsFileDescriptor
+    // would bind one); a closed socket gives -1.
+    let fd =
+        crate::calls::call_method0(sock, intern!(py, "fileno")).and_then(|n| n.extract::<RawFd>());
+    match fd {
+        Ok(fd) if fd >= 0 => Some(fd),
+        Ok(_) => None,
+        Err(e) => {
+            drop(e);
+            None
+        }
     }
-    Some(fd)
 }
 
 thread_local! {
