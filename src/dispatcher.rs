@@ -245,10 +245,11 @@ fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) ->
             // SAFETY: `offset` is this object's tp_dictoffset (checked for its
             // class in direct_mask), where CPython keeps the dict pointer or NULL.
             let dict = unsafe {
-                *obj.as_ptr()
+                obj.as_ptr()
                     .cast::<u8>()
                     .add(offset)
                     .cast::<*mut pyo3::ffi::PyObject>()
+                    .read_unaligned()
             };
             if dict.is_null() {
                 return false;
