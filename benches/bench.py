@@ -122,9 +122,9 @@ def all_impls() -> dict[str, Impl]:
         for i in [
             Impl("asyncore_rs", "asyncore-rs", "asyncore_rs_server.py", legacy=True),
             Impl(
-                "asyncore_rs_batched",
-                "asyncore-rs, batched",
-                "asyncore_rs_batched_server.py",
+                "asyncore_rs_unbatched",
+                "asyncore-rs, unbatched",
+                "asyncore_rs_unbatched_server.py",
                 legacy=True,
             ),
             Impl("stdlib", "stdlib asyncore", "stdlib_server.py", legacy=True),
@@ -140,7 +140,7 @@ PRESETS = {
     "full": (list(SCENARIOS), None, 3, 3.0, 1.0, 5000),
     "quick": (
         ["echo", "lines", "idle"],
-        ["asyncore_rs", "asyncore_rs_batched", "stdlib"],
+        ["asyncore_rs", "asyncore_rs_unbatched", "stdlib"],
         1,
         2.0,
         0.5,

@@ -1,8 +1,13 @@
-"""asyncore-rs's opt-in output batching (`async_chat.ac_batch_output = True`).
+"""asyncore-rs's output batching (`async_chat.ac_batch_output`).
 
-By default every push() is sent at once, as in CPython. A class that opts in has
-the pushes of one handler sent together when the handler returns; anything that
-could observe the difference sends the queue first. These tests pin both.
+- `"pipelined"` (the default): replies to messages with more received input
+  buffered behind them (the peer pipelined) are queued and go out together when
+  the scan reaches the last message, or when handle_read's scan ends.
+- `True`: the pushes of one handler are sent together when it returns.
+- `False`: every push() is sent at once, as in CPython.
+
+Anything that could observe the difference sends the queue first. These tests pin
+all three.
 """
 
 import socket
@@ -65,11 +70,16 @@ def chan_map():
     asyncore.close_all(m, ignore_all=True)
 
 
-def test_default_push_is_sent_before_the_handler_returns(chan_map):
+def test_pipelined_is_the_default():
+    assert asynchat.async_chat.ac_batch_output == "pipelined"
+
+
+@pytest.mark.parametrize("mode", [False, "pipelined"])
+def test_a_lone_message_is_answered_before_the_handler_returns(mode, chan_map):
     peer_got = []
 
     class Plain(Lines):
-        ac_batch_output = False
+        ac_batch_output = mode
 
         def on_line(self, line):
             self.push(line + b"\n")
@@ -164,4 +174,98 @@ def test_close_when_done_after_batched_pushes(chan_map):
     assert pump(chan_map, lambda: not chan_map)
     assert recv_until(peer, 100) == b"hi\nbye\n"
     assert peer.recv(10) == b""  # closed after the data
+    peer.close()
+
+
+class Pipelined(Lines):
+    ac_batch_output = "pipelined"
+
+
+def probe_inside_handler(peer, timeout=0.05):
+    """What the peer can read right now (None if nothing arrives in time)."""
+    peer.settimeout(timeout)
+    try:
+        return peer.recv(1000)
+    except TimeoutError:
+        return None
+    finally:
+        peer.settimeout(2.0)
+
+
+def test_replies_to_pipelined_lines_go_out_with_the_last_one(chan_map):
+    seen = []
+
+    class Probe(Pipelined):
+        def on_line(self, line):
+            self.push(line + b"\n")
+            seen.append((line, probe_inside_handler(peer)))
+
+    chat, peer = make_chat(Probe, chan_map)
+    peer.sendall(b"a\nb\nc\n")  # one write: b and c are buffered behind a
+    assert pump(chan_map, lambda: len(seen) == 3)
+    # a and b are queued (more input was buffered); c's push sends all three.
+    assert seen == [(b"a", None), (b"b", None), (b"c", b"a\nb\nc\n")]
+    peer.close()
+
+
+def test_a_trailing_partial_message_does_not_hold_replies_back(chan_map):
+    chat, peer = make_chat(Pipelined, chan_map)
+    peer.sendall(b"a\nb\npart")
+    asyncore.loop(timeout=0.5, map=chan_map, count=1)
+    # One pass: the queued replies went out when the scan ended.
+    peer.setblocking(False)
+    assert peer.recv(100) == b"a\nb\n"
+    assert chat.buf == [b"part"]  # collected, as CPython does with a partial line
+    peer.close()
+
+
+@pytest.mark.parametrize("what", ["producer_fifo", "connected", "socket"])
+def test_assigning_channel_state_sends_the_batch_first(what, chan_map):
+    other, other_peer = socket.socketpair()
+
+    class Swapper(Pipelined):
+        def on_line(self, line):
+            if line == b"x":
+                self.push(b"A")  # queued: y is buffered behind x
+                if what == "producer_fifo":
+                    self.producer_fifo = asynchat.fifo()
+                elif what == "connected":
+                    self.connected = True
+                else:
+                    self.socket = other
+                    self.del_channel()
+                    self.set_socket(other, map=chan_map)
+            else:
+                self.push(b"B")
+                done.append(line)
+
+    done = []
+    chat, peer = make_chat(Swapper, chan_map)
+    peer.sendall(b"x\ny\n")
+    assert pump(chan_map, lambda: done)
+    if what == "socket":
+        # "A" went out on the socket it was pushed on; "B" on the new one.
+        assert recv_until(peer, 1) == b"A"
+        other_peer.settimeout(2.0)
+        assert recv_until(other_peer, 1) == b"B"
+    else:
+        assert recv_until(peer, 2) == b"AB"
+    peer.close()
+    other_peer.close()
+
+
+def test_an_error_in_a_pipelined_handler_sends_what_it_pushed(chan_map):
+    class Failing(Pipelined):
+        def on_line(self, line):
+            self.push(b"A")
+            raise ValueError("boom")
+
+        def handle_error(self):
+            self.handle_close()
+
+    chat, peer = make_chat(Failing, chan_map)
+    peer.sendall(b"x\ny\n")  # y is buffered: x's push is queued
+    assert pump(chan_map, lambda: not chan_map)
+    assert recv_until(peer, 10) == b"A"  # sent before the channel closed
+    assert peer.recv(10) == b""
     peer.close()

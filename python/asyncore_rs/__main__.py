@@ -132,7 +132,7 @@ def main(argv=None):
         print(no_benches_message(), file=sys.stderr)
         return 0 if ok else 1
     print(
-        "short benchmark: asyncore-rs (plain, and with ac_batch_output) vs the pure-Python "
+        "short benchmark: asyncore-rs (default, and with ac_batch_output=False) vs the pure-Python "
         "asyncore on the same handler code, 1000 idle connections in the idle scenario "
         "(python -m asyncore_rs bench runs the full suite)",
         flush=True,

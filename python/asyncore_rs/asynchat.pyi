@@ -40,7 +40,8 @@ class fifo:
 class async_chat(asyncore.dispatcher):
     ac_in_buffer_size: int
     ac_out_buffer_size: int
-    ac_batch_output: bool  # asyncore-rs extension: batch pushes made in one handler
+    # asyncore-rs extension: when pushes may share one send (see the docs).
+    ac_batch_output: bool | Literal["pipelined"]
     use_encoding: int
     encoding: str
     ac_in_buffer: bytes
