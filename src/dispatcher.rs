@@ -916,19 +916,19 @@ impl Dispatcher {
     }
 
     fn handle_expt(slf: &Bound<'_, Self>) -> PyResult<()> {
-        warn_unhandled(slf, "unhandled incoming priority event")
+        warn_unhandled(slf, intern!(slf.py(), "unhandled incoming priority event"))
     }
 
     fn handle_read(slf: &Bound<'_, Self>) -> PyResult<()> {
-        warn_unhandled(slf, "unhandled read event")
+        warn_unhandled(slf, intern!(slf.py(), "unhandled read event"))
     }
 
     fn handle_write(slf: &Bound<'_, Self>) -> PyResult<()> {
-        warn_unhandled(slf, "unhandled write event")
+        warn_unhandled(slf, intern!(slf.py(), "unhandled write event"))
     }
 
     fn handle_connect(slf: &Bound<'_, Self>) -> PyResult<()> {
-        warn_unhandled(slf, "unhandled connect event")
+        warn_unhandled(slf, intern!(slf.py(), "unhandled connect event"))
     }
 
     fn handle_accept(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -948,11 +948,11 @@ impl Dispatcher {
     ) -> PyResult<()> {
         let _ = addr;
         sock.call_method0(intern!(slf.py(), "close"))?;
-        warn_unhandled(slf, "unhandled accepted event")
+        warn_unhandled(slf, intern!(slf.py(), "unhandled accepted event"))
     }
 
     fn handle_close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        warn_unhandled(slf, "unhandled close event")?;
+        warn_unhandled(slf, intern!(slf.py(), "unhandled close event"))?;
         slf.call_method0(intern!(slf.py(), "close"))?;
         Ok(())
     }
@@ -1329,8 +1329,11 @@ fn so_error<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
     socket_of(slf)?.call_method1(intern!(py, "getsockopt"), (level, opt))
 }
 
-fn warn_unhandled(slf: &Bound<'_, Dispatcher>, what: &str) -> PyResult<()> {
-    slf.call_method1(intern!(slf.py(), "log_info"), (what, "warning"))?;
+/// `self.log_info(what, 'warning')`, with interned strings: the default
+/// handle_close logs one per connection (and CPython ignores it by default).
+fn warn_unhandled(slf: &Bound<'_, Dispatcher>, what: &Bound<'_, PyString>) -> PyResult<()> {
+    let py = slf.py();
+    crate::calls::call_method2(slf, intern!(py, "log_info"), what, intern!(py, "warning"))?;
     Ok(())
 }
 
