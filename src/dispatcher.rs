@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple, PyType, PyWeakrefReference};
@@ -239,31 +239,29 @@ fn dict_at_base_offset(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
 /// Whether the instance dict of `obj` has the key `name` (an exact str).
 fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) -> bool {
     let py = obj.py();
-    {
-        let offset = DICT_OFFSET.load(Ordering::Relaxed);
-        if offset > 0 && Dispatcher::is_direct(obj, F_DICTPTR) {
-            // SAFETY: `offset` is this object's tp_dictoffset (checked for its
-            // class in direct_mask), where CPython keeps the dict pointer or NULL.
-            let dict = unsafe {
-                obj.as_ptr()
-                    .cast::<u8>()
-                    .add(offset)
-                    .cast::<*mut pyo3::ffi::PyObject>()
-                    .read_unaligned()
-            };
-            if dict.is_null() {
-                return false;
-            }
-            // SAFETY: a non-NULL dict slot holds a dict; the GIL is held.
-            return match unsafe { pyo3::ffi::PyDict_Contains(dict, name.as_ptr()) } {
-                0 => false,
-                1 => true,
-                _ => {
-                    drop(PyErr::take(py));
-                    true // can't tell: assume an override
-                }
-            };
+    let offset = DICT_OFFSET.load(Ordering::Relaxed);
+    if offset > 0 && Dispatcher::is_direct(obj, F_DICTPTR) {
+        // SAFETY: `offset` is this object's tp_dictoffset (checked for its
+        // class in direct_mask), where CPython keeps the dict pointer or NULL.
+        let dict = unsafe {
+            obj.as_ptr()
+                .cast::<u8>()
+                .add(offset)
+                .cast::<*mut pyo3::ffi::PyObject>()
+                .read_unaligned()
+        };
+        if dict.is_null() {
+            return false;
         }
+        // SAFETY: a non-NULL dict slot holds a dict; the GIL is held.
+        return match unsafe { pyo3::ffi::PyDict_Contains(dict, name.as_ptr()) } {
+            0 => false,
+            1 => true,
+            _ => {
+                drop(PyErr::take(py));
+                true // can't tell: assume an override
+            }
+        };
     }
     match obj.getattr(intern!(py, "__dict__")) {
         Ok(d) => d
@@ -935,8 +933,13 @@ impl Dispatcher {
         let py = slf.py();
         let pair = slf.call_method0(intern!(py, "accept"))?;
         if !pair.is_none() {
-            let (sock, addr) = unpack_pair(&pair)?;
-            crate::calls::call_method2(slf, intern!(py, "handle_accepted"), &sock, &addr)?;
+            // CPython: self.handle_accepted(*pair)
+            let args = pair.try_iter()?.collect::<PyResult<Vec<_>>>()?;
+            if let [sock, addr] = args.as_slice() {
+                crate::calls::call_method2(slf, intern!(py, "handle_accepted"), sock, addr)?;
+            } else {
+                slf.call_method1(intern!(py, "handle_accepted"), PyTuple::new(py, args)?)?;
+            }
         }
         Ok(())
     }
@@ -1253,25 +1256,6 @@ fn send_whole<'py>(
     }
 }
 
-/// `a, b = pair`, with Python's errors.
-fn unpack_pair<'py>(pair: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let mut items = pair.try_iter()?;
-    let mut next = |got: usize| {
-        items.next().transpose()?.ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "not enough values to unpack (expected 2, got {got})"
-            ))
-        })
-    };
-    let a = next(0)?;
-    let b = next(1)?;
-    if items.next().transpose()?.is_some() {
-        return Err(PyValueError::new_err(
-            "too many values to unpack (expected 2)",
-        ));
-    }
-    Ok((a, b))
-}
 
 /// The base `dispatcher.send`, whatever a subclass made of `send`.
 pub fn dispatcher_send<'py>(

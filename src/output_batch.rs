@@ -6,8 +6,9 @@
 //! a plain socket, our fifo), it is queued, and the queue goes out in one
 //! `sendmsg()` a little later. The bytes, their order and the errors are the
 //! same, and Python access that could tell (reading `socket` or
-//! `producer_fifo`, `writable()`, `initiate_send()`, `close()`,
-//! `discard_buffers()`, `del_channel()`) first sends what is queued.
+//! `producer_fifo`; assigning them or `connected`; `writable()`,
+//! `initiate_send()`, `close()`, `discard_buffers()`, `del_channel()`) first
+//! sends what is queued.
 //!
 //! `ac_batch_output` chooses when a push may be batched:
 //! - `"pipelined"` (the default): only inside a `found_terminator()` call that

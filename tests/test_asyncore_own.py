@@ -1643,3 +1643,43 @@ def test_linger_reset_connection_is_closed(chan_map):
     client.close()
     assert pump(chan_map, True, lambda: not chan_map)
     assert d.events[-1] == ("close",)
+
+
+# ---------------------------------------------------------------------------
+# method overrides seen per call, and handle_accept's unpacking
+# ---------------------------------------------------------------------------
+
+
+def test_instance_and_late_class_overrides_of_initiate_send_are_called(chan_map):
+    """dispatcher_with_send.send() calls self.initiate_send() as looked up now."""
+    a, b = socket.socketpair()
+    calls = []
+
+    class Sender(asyncore.dispatcher_with_send):
+        pass
+
+    s = Sender(a, map=chan_map)
+    s.initiate_send = lambda: calls.append("instance")
+    s.send(b"x")
+    del s.initiate_send
+    Sender.initiate_send = lambda self: calls.append("class")
+    s.send(b"y")
+    assert calls == ["instance", "class"]
+    assert s.out_buffer == b"xy"  # neither override sent anything
+    b.close()
+
+
+@pytest.mark.parametrize("pair", [(1, 2), (1, 2, 3), (1,), ()])
+def test_handle_accept_passes_the_pair_as_arguments(pair, chan_map):
+    """CPython calls self.handle_accepted(*pair), whatever the pair's length."""
+    got = []
+
+    class Acceptor(asyncore.dispatcher):
+        def accept(self):
+            return pair
+
+        def handle_accepted(self, *args):
+            got.append(args)
+
+    Acceptor(map=chan_map).handle_accept()
+    assert got == [pair]
