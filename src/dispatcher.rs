@@ -1256,7 +1256,6 @@ fn send_whole<'py>(
     }
 }
 
-
 /// The base `dispatcher.send`, whatever a subclass made of `send`.
 pub fn dispatcher_send<'py>(
     slf: &Bound<'py, Dispatcher>,
