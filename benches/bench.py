@@ -332,10 +332,12 @@ def run_one(impl: Impl, scn: Scenario, params: Params, bins: dict[str, Path]) ->
             if not params.quickack:
                 cmd.append("--no-quickack")
             budget = 60 + 2 * params.warmup + params.duration + 0.05 * idle
+            times_before = cpu_times()
             try:
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=budget)
             except subprocess.TimeoutExpired:
                 raise RunError(f"the load generator did not finish within {budget:.0f} s")
+            stolen = steal_pct(times_before, cpu_times())
             lines = out.stdout.strip().splitlines()
             try:
                 data = json.loads(lines[-1])
@@ -352,7 +354,9 @@ def run_one(impl: Impl, scn: Scenario, params: Params, bins: dict[str, Path]) ->
             raise RunError(f"{exc}\n--- server stderr ---\n{tail}" if tail else str(exc))
         finally:
             stop(proc)
-    return derive(data, scn, idle)
+    result = derive(data, scn, idle)
+    result["steal_pct"] = stolen
+    return result
 
 
 def derive(d: dict, scn: Scenario, idle: int) -> dict:
@@ -426,6 +430,27 @@ def machine_info(python: str) -> dict:
     }
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's aggregate CPU times from /proc/stat (None where there is none)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    return [int(x) for x in fields[1:9]]  # user .. steal (guest time is inside user)
+
+
+def steal_pct(before: list[int] | None, after: list[int] | None) -> float | None:
+    """Share of the machine's CPU time the hypervisor gave to other guests in between."""
+    if before is None or after is None:
+        return None
+    delta = [b - a for a, b in zip(before, after)]
+    total = sum(delta)
+    return 100.0 * delta[7] / total if total > 0 else None
+
+
 def raise_fd_limit(needed: int) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
@@ -478,6 +503,7 @@ def run_suite(params: Params, progress: Progress) -> dict:
     errors: list[dict] = []
     total = params.rounds * len(scenarios) * len(active)
     done, started = 0, time.monotonic()
+    suite_times = cpu_times()
     for rnd in range(params.rounds):
         shift = rnd % len(active)
         order = active[shift:] + active[:shift]
@@ -527,12 +553,18 @@ def run_suite(params: Params, progress: Progress) -> dict:
             "request_bytes": scn.lines * scn.line_size if scn.mode == "lines" else scn.size,
             "results": results,
         }
+    steal = steal_pct(suite_times, cpu_times())
+    per_run = [r["steal_pct"] for rs in runs.values() for r in rs if r["steal_pct"] is not None]
     return {
         "suite": "asyncore-rs benchmarks",
         "schema": 1,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "preset": params.preset,
-        "machine": machine_info(params.python),
+        "machine": {
+            **machine_info(params.python),
+            "steal_pct": steal,
+            "steal_pct_max_run": max(per_run) if per_run else None,
+        },
         "params": {
             "rounds": params.rounds,
             "duration_s": params.duration,
@@ -593,6 +625,17 @@ def table_rows(report: dict) -> list[tuple[str, list[list[str]]]]:
     return out
 
 
+def steal_note(machine: dict) -> str:
+    """How much CPU time the hypervisor stole during the runs ("" when unknown)."""
+    steal, worst = machine.get("steal_pct"), machine.get("steal_pct_max_run")
+    if steal is None:
+        return ""
+    note = f"Hypervisor steal time: {steal:.0f}% of the machine's CPU time over the suite"
+    if worst is not None:
+        note += f", at most {worst:.0f}% during one measured run"
+    return note
+
+
 def format_table(report: dict) -> str:
     headers = ["implementation"] + [c[0] for c in COLUMNS]
     groups = table_rows(report)
@@ -614,6 +657,7 @@ def format_table(report: dict) -> str:
         f"median of {rounds} interleaved round{'s' if rounds != 1 else ''}, "
         f"{p['duration_s']:g} s measured after {p['warmup_s']:g} s warm-up",
         f"{m['cpu']} x{m['cpus']}, {m['system']}, Python {m['python']}, {report['date']}",
+        *([steal_note(m)] if steal_note(m) else []),
         "",
         "  " + line(headers),
     ]
@@ -652,6 +696,7 @@ def format_rst(report: dict, command: str) -> str:
         f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['system']}, Python {m['python']}.",
         f"Median of {p['rounds']} interleaved round{'s' if p['rounds'] != 1 else ''}; each",
         f"run measures {p['duration_s']:g} s after a {p['warmup_s']:g} s warm-up.",
+        *([steal_note(m) + "."] if steal_note(m) else []),
         "",
         "Columns: *CPU µs/unit* is the server's CPU time per request (per line, per",
         "connection where the title says so); *% of pure-Py* is that figure relative to",

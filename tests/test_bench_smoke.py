@@ -122,3 +122,16 @@ def test_smoke_writes_the_docs_table(smoke):
         assert scenario["title"] in text
     for info in report["implementations"].values():
         assert info["label"] in text
+
+
+def test_smoke_reports_hypervisor_steal_time(smoke):
+    """/proc/stat's steal column, read around every run (noise on shared machines)."""
+    report, docs = smoke
+    machine = report["machine"]
+    assert 0.0 <= machine["steal_pct"] <= 100.0
+    runs = [
+        r for s in report["scenarios"].values() for x in s["results"].values() for r in x["runs"]
+    ]
+    assert all(0.0 <= r["steal_pct"] <= 100.0 for r in runs)
+    assert machine["steal_pct_max_run"] == max(r["steal_pct"] for r in runs)
+    assert "Hypervisor steal time" in docs.read_text(encoding="utf-8")
