@@ -161,6 +161,7 @@ class Params:
     idle: int
     quickack: bool = True
     python: str = sys.executable
+    max_steal: float = 5.0
     extra: dict = field(default_factory=dict)
 
 
@@ -359,6 +360,26 @@ def run_one(impl: Impl, scn: Scenario, params: Params, bins: dict[str, Path]) ->
     return result
 
 
+STEAL_RETRIES = 2
+
+
+def run_with_little_steal(impl, scn, params, bins, progress, head) -> dict:
+    """run_one(), repeated (up to STEAL_RETRIES times) while the hypervisor stole more
+    than --max-steal percent of the machine's CPU time during the run: CPU time per
+    request inflates then. Keeps the run with the least steal."""
+    best = None
+    for attempt in range(1 + STEAL_RETRIES):
+        r = run_one(impl, scn, params, bins)
+        if best is None or (r["steal_pct"] or 0) < (best["steal_pct"] or 0):
+            best = r
+        if r["steal_pct"] is None or r["steal_pct"] <= params.max_steal:
+            break
+        if attempt < STEAL_RETRIES:
+            progress.note(f"{head} {r['steal_pct']:.0f}% steal time: run again")
+    best["attempts"] = attempt + 1
+    return best
+
+
 def derive(d: dict, scn: Scenario, idle: int) -> dict:
     units, requests, elapsed = d["units"], d["requests"], d["elapsed_s"]
     if units <= 0:
@@ -518,7 +539,7 @@ def run_suite(params: Params, progress: Progress) -> dict:
                 head += f" {impl.label:<22}"
                 progress.running(f"{head} running{eta}")
                 try:
-                    r = run_one(impl, scn, params, bins)
+                    r = run_with_little_steal(impl, scn, params, bins, progress, head)
                 except RunError as exc:
                     errors.append({"scenario": scn.key, "impl": key, "error": str(exc)})
                     progress.note(f"{head} FAILED: {str(exc).splitlines()[0]}")
@@ -572,6 +593,7 @@ def run_suite(params: Params, progress: Progress) -> dict:
             "idle": params.idle,
             "quickack": params.quickack,
             "python": params.python,
+            "max_steal_pct": params.max_steal,
         },
         "implementations": {
             k: {"label": impls[k].label, "detail": impls[k].detail} for k in active
@@ -625,14 +647,18 @@ def table_rows(report: dict) -> list[tuple[str, list[list[str]]]]:
     return out
 
 
-def steal_note(machine: dict) -> str:
+def steal_note(report: dict) -> str:
     """How much CPU time the hypervisor stole during the runs ("" when unknown)."""
+    machine = report["machine"]
     steal, worst = machine.get("steal_pct"), machine.get("steal_pct_max_run")
     if steal is None:
         return ""
     note = f"Hypervisor steal time: {steal:.0f}% of the machine's CPU time over the suite"
     if worst is not None:
-        note += f", at most {worst:.0f}% during one measured run"
+        note += f", at most {worst:.0f}% during one kept run"
+    limit = report["params"].get("max_steal_pct")
+    if limit is not None and limit < 100:
+        note += f" (a run with more than {limit:g}% is run again, twice at most)"
     return note
 
 
@@ -657,7 +683,7 @@ def format_table(report: dict) -> str:
         f"median of {rounds} interleaved round{'s' if rounds != 1 else ''}, "
         f"{p['duration_s']:g} s measured after {p['warmup_s']:g} s warm-up",
         f"{m['cpu']} x{m['cpus']}, {m['system']}, Python {m['python']}, {report['date']}",
-        *([steal_note(m)] if steal_note(m) else []),
+        *([steal_note(report)] if steal_note(report) else []),
         "",
         "  " + line(headers),
     ]
@@ -696,7 +722,7 @@ def format_rst(report: dict, command: str) -> str:
         f"Machine: {m['cpu']}, {m['cpus']} CPUs, {m['system']}, Python {m['python']}.",
         f"Median of {p['rounds']} interleaved round{'s' if p['rounds'] != 1 else ''}; each",
         f"run measures {p['duration_s']:g} s after a {p['warmup_s']:g} s warm-up.",
-        *([steal_note(m) + "."] if steal_note(m) else []),
+        *([steal_note(report) + "."] if steal_note(report) else []),
         "",
         "Columns: *CPU µs/unit* is the server's CPU time per request (per line, per",
         "connection where the title says so); *% of pure-Py* is that figure relative to",
@@ -797,6 +823,13 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "--write-docs", action="store_true", help="write the table to docs/benchmarks.rst"
     )
     parser.add_argument("--docs-file", type=Path, default=DEFAULT_DOCS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--max-steal",
+        type=float,
+        default=5.0,
+        help="run again (twice at most) when the hypervisor stole more than this percent "
+        "of the CPU time during a run (default 5; 100 never repeats)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser
 
@@ -828,6 +861,7 @@ def params_from(args: argparse.Namespace) -> Params:
         idle=args.idle if args.idle is not None else idle,
         quickack=not args.no_quickack,
         python=args.python,
+        max_steal=args.max_steal,
     )
     if params.rounds < 1 or params.duration <= 0 or params.warmup < 0 or params.idle < 1:
         raise SuiteError("--rounds, --duration and --idle must be positive")
