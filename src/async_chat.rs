@@ -396,15 +396,16 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
         intern!(py, "initiate_send"),
         intern!(py, "_ac_initiate_send"),
     ) {
-        crate::output_batch::flush(slf)?;
         return initiate_send(slf);
     }
     slf.call_method0(intern!(py, "initiate_send"))?;
     Ok(())
 }
 
-/// `async_chat.initiate_send()`: one send attempt per call, as CPython.
+/// `async_chat.initiate_send()`: one send attempt per call, as CPython,
+/// after what a batched push queued (see output_batch.rs).
 pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
+    crate::output_batch::flush(slf)?;
     let py = slf.py();
     let send_builtin = has_builtin(slf, intern!(py, "send"), intern!(py, "send"));
     loop {

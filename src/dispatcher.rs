@@ -100,14 +100,12 @@ impl Dispatcher {
 
         if accepting(slf)? {
             slf.call_method0(intern!(py, "handle_accept"))?;
-        } else if !connected(slf)? {
-            if connecting(slf)? {
-                slf.call_method0(intern!(py, "handle_connect_event"))?;
-            }
-            slf.call_method0(intern!(py, "handle_read"))?;
-        } else {
-            slf.call_method0(intern!(py, "handle_read"))?;
+            return Ok(());
         }
+        if !connected(slf)? && connecting(slf)? {
+            slf.call_method0(intern!(py, "handle_connect_event"))?;
+        }
+        slf.call_method0(intern!(py, "handle_read"))?;
         Ok(())
     }
 
@@ -1115,7 +1113,6 @@ impl Dispatcher {
         )
     }
     fn _ac_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
-        output_batch::flush(slf)?;
         async_chat::initiate_send(slf)
     }
     fn _ac_discard_buffers(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -1240,13 +1237,12 @@ fn send_whole<'py>(
         return Ok(Some(data.clone()));
     };
     let raw = bytes.as_bytes();
-    let sock = socket_of(slf)?;
-    let Some(fd) = crate::sockio::plain_fd(py, &sock) else {
-        return Ok(Some(data.clone()));
-    };
     if raw.is_empty() || raw.len() > 65536 {
         return Ok(Some(data.clone()));
     }
+    let Some(fd) = crate::sockio::plain_fd(py, &socket_of(slf)?) else {
+        return Ok(Some(data.clone()));
+    };
     match crate::sockio::send_direct(py, fd, raw) {
         crate::sockio::Direct::Done(n) if n == raw.len() => Ok(None),
         crate::sockio::Direct::Done(n) => Ok(Some(PyBytes::new(py, &raw[n..]).into_any())),

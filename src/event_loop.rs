@@ -623,13 +623,18 @@ impl LoopState {
 
     // ---------------- waiting
 
-    /// Waits for events with the GIL released; returns (fd, poll flags) pairs.
+    /// Waits for events with the GIL released; returns (fd, poll flags, the
+    /// interest it was registered with).
     ///
     /// Registrations go through the polling crate; the wait itself calls
     /// epoll_wait on the crate's epoll fd, because poll()'s semantics need the
     /// raw flags (POLLIN apart from POLLHUP and POLLPRI), which the crate's
     /// `Event` folds into "readable".
-    fn wait(&mut self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<Vec<(RawFd, u32)>> {
+    fn wait(
+        &mut self,
+        py: Python<'_>,
+        timeout: Option<Duration>,
+    ) -> PyResult<Vec<(RawFd, u32, u8)>> {
         let mut ready = Vec::new();
         for fd in &self.special {
             let Some(reg) = self.regs.get(fd) else {
@@ -644,9 +649,9 @@ impl LoopState {
                     if reg.want & WANT_W != 0 {
                         f |= POLLOUT;
                     }
-                    ready.push((*fd, f));
+                    ready.push((*fd, f, reg.want));
                 }
-                Kernel::Invalid if reg.want != 0 => ready.push((*fd, POLLNVAL)),
+                Kernel::Invalid if reg.want != 0 => ready.push((*fd, POLLNVAL, reg.want)),
                 _ => {}
             }
         }
@@ -689,7 +694,7 @@ impl LoopState {
             let Some(reg) = self.regs.get(&fd) else {
                 continue;
             };
-            ready.push((fd, poll_flags(flags, reg.want)));
+            ready.push((fd, poll_flags(flags, reg.want), reg.want));
         }
         Ok(ready)
     }
@@ -767,18 +772,19 @@ fn poll_flags(epoll: u32, want: u8) -> u32 {
 
 /// The interest CPython's poll()/poll2() would compute for `obj` this pass.
 fn interest(py: Python<'_>, obj: &Bound<'_, PyAny>, mode: Mode) -> PyResult<u8> {
-    let (r, w) = match obj.cast::<Dispatcher>() {
-        Ok(d) => (readable_of(d)?, writable_of(d)?),
-        Err(_) => (
+    let d = obj.cast::<Dispatcher>().ok();
+    let (r, w) = match d {
+        Some(d) => (readable_of(d)?, writable_of(d)?),
+        None => (
             obj.call_method0(intern!(py, "readable"))?.is_truthy()?,
             obj.call_method0(intern!(py, "writable"))?.is_truthy()?,
         ),
     };
     // "accepting sockets should not be writable"
     let w_ok = w
-        && !match obj.cast::<Dispatcher>() {
-            Ok(d) => accepting(d)?,
-            Err(_) => obj.getattr(intern!(py, "accepting"))?.is_truthy()?,
+        && !match d {
+            Some(d) => accepting(d)?,
+            None => obj.getattr(intern!(py, "accepting"))?.is_truthy()?,
         };
     let mut want = 0;
     if r {
@@ -819,8 +825,6 @@ fn writable_of(d: &Bound<'_, Dispatcher>) -> PyResult<bool> {
     d.call_method0(name)?.is_truthy()
 }
 
-/// Some(kind) when Rust can know `obj`'s interest without asking Python:
-/// built-in readable/writable, and the state they read held in Rust.
 /// Which built-in `writable()` a tracked channel has.
 #[derive(Clone, Copy)]
 enum WKind {
@@ -863,6 +867,8 @@ fn tracked_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u8 {
     want
 }
 
+/// Some(kind) when Rust can know `obj`'s interest without asking Python:
+/// built-in readable/writable, and the state they read held in Rust.
 fn trackable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<WKind> {
     let d = obj.cast::<Dispatcher>().ok()?;
     let r = intern!(py, "readable");
@@ -873,7 +879,7 @@ fn trackable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<WKind> {
     if !(Dispatcher::is_direct(d, F_CONNECTED) && Dispatcher::is_direct(d, F_ACCEPTING)) {
         return None;
     }
-    let kind = if has_builtin(d, w, w) {
+    if has_builtin(d, w, w) {
         Some(WKind::Always)
     } else if has_builtin(d, w, intern!(py, "_ws_writable")) {
         (Dispatcher::is_direct(d, F_OUT)
@@ -885,8 +891,7 @@ fn trackable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<WKind> {
         .then_some(WKind::Chat)
     } else {
         None
-    };
-    kind
+    }
 }
 
 // ------------------------------------------------------------ helpers
@@ -1127,16 +1132,15 @@ fn pass_select(py: Python<'_>, st: &mut LoopState, timeout: &Bound<'_, PyAny>) -
     let mut rl = Vec::new();
     let mut wl = Vec::new();
     let mut el = Vec::new();
-    for (fd, f) in &ready {
-        let want = st.regs.get(fd).map_or(0, |r| r.want);
+    for &(fd, f, want) in &ready {
         if want & WANT_R != 0 && f & (POLLIN | POLLHUP | POLLERR) != 0 {
-            rl.push(*fd);
+            rl.push(fd);
         }
         if want & WANT_W != 0 && f & (POLLOUT | POLLERR) != 0 {
-            wl.push(*fd);
+            wl.push(fd);
         }
         if want & WANT_P != 0 && f & POLLPRI != 0 {
-            el.push(*fd);
+            el.push(fd);
         }
     }
     for (list, which) in [(rl, 0u8), (wl, 1), (el, 2)] {
@@ -1171,7 +1175,7 @@ fn pass_poll(py: Python<'_>, st: &mut LoopState, ms: Option<i64>) -> PyResult<()
     let ready = st.wait(py, poll_timeout(ms)?)?;
     let hooks = Hooks::load(py)?;
     let map = st.map.bind(py).clone();
-    for (fd, flags) in ready {
+    for (fd, flags, _) in ready {
         let Some(obj) = st.target(py, &map, fd)? else {
             continue;
         };

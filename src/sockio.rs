@@ -28,8 +28,7 @@ pub fn is_plain(py: Python<'_>, sock: &Bound<'_, PyAny>) -> bool {
 
 /// The fd of `sock` if it is exactly `socket.socket` and open.
 pub fn plain_fd(py: Python<'_>, sock: &Bound<'_, PyAny>) -> Option<RawFd> {
-    let st = state(py).ok()?;
-    if !sock.get_type().is(st.socket_class.bind(py)) {
+    if !is_plain(py, sock) {
         return None;
     }
     // sock.fileno() without binding a method object (PyObject_AsFileDescriptor
