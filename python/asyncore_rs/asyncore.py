@@ -44,6 +44,7 @@ class SocketMap(dict):
         super().__init__(*args, **kwargs)
 
     def _note(self, key):
+        # src/dispatcher.rs map_write() does the same for add/del_channel.
         touched = self._touched
         if len(touched) > 1024:
             # Nobody polls this map: keep one "re-read everything" mark.
