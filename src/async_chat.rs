@@ -14,10 +14,11 @@ use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
 
 use crate::dispatcher::{
     connected, dispatcher_send, has_builtin, producer_fifo_of, set_producer_fifo, socket_of,
-    Dispatcher, State, F_INBUF,
+    Dispatcher, State, F_CONNECTED, F_FIFO, F_INBUF,
 };
 use crate::errors::{call_in_except, errno_of, is_disconnect};
 use crate::fifo::{self, Fifo};
+use crate::output_batch;
 use crate::scanner::{prefix_at_end, Scan, Terminator};
 use crate::sockio::{plain_fd, recv_with, Direct};
 
@@ -163,8 +164,8 @@ enum Consume {
     Front(usize),
 }
 
-/// The `while self.ac_in_buffer:` loop of CPython's handle_read.
-fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
+/// The messages of the input buffer, one by one.
+fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     let py = slf.py();
     let me = slf.get();
     let get_term_builtin = has_builtin(
@@ -173,10 +174,10 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
         intern!(py, "_ac_get_terminator"),
     );
     let mut compiled: Option<(Py<PyAny>, Terminator)> = None;
-    let result = loop {
+    loop {
         let lb = me.st().in_data().len();
         if lb == 0 {
-            break Ok(());
+            return Ok(());
         }
         let term = if get_term_builtin {
             slf.getattr(intern!(py, "terminator"))?
@@ -194,7 +195,7 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
                 compiled = Some((term.clone().unbind(), compile(slf, &term)?));
             }
             let Some((_, t)) = compiled.as_ref() else {
-                break Ok(());
+                return Ok(());
             };
             let found = t.scan(me.st().in_data());
             let tlen = t.needle().len();
@@ -212,18 +213,24 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
                     if keep != lb {
                         collect(slf, lb - keep, Consume::Front(lb - keep))?;
                     }
-                    break Ok(());
+                    return Ok(());
                 }
                 Scan::Nothing => {
                     collect(slf, lb, Consume::All)?;
                 }
             }
         }
-    };
-    shrink(me);
-    // Sends what the pipelined messages' replies queued (see output_batch.rs),
-    // before an error from the scan reaches handle_error.
-    let flushed = crate::output_batch::flush(slf);
+    }
+}
+
+/// The `while self.ac_in_buffer:` loop of CPython's handle_read, then the
+/// end of the batch window: what the pipelined messages' replies queued goes
+/// out (see output_batch.rs), also before an error from the scan reaches
+/// handle_error.
+fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
+    let result = scan_messages(slf);
+    shrink(slf.get());
+    let flushed = output_batch::flush(slf);
     result.and(flushed)
 }
 
@@ -385,35 +392,72 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
             let part = data.get_item(crate::dispatcher::make_slice(py, &i, &end)?)?;
             crate::fifo::append(&fifo, &part)?;
         }
-    } else {
-        crate::fifo::append(&fifo, data)?;
     }
-    if crate::output_batch::defer_push(slf)? {
-        return Ok(());
-    }
-    if has_builtin(
+    let ours = has_builtin(
         slf,
         intern!(py, "initiate_send"),
         intern!(py, "_ac_initiate_send"),
-    ) {
+    );
+    if !longer {
+        if ours && sent_whole_at_once(slf, &fifo, data)? {
+            return Ok(());
+        }
+        crate::fifo::append(&fifo, data)?;
+    }
+    if ours {
         return initiate_send(slf);
     }
     slf.call_method0(intern!(py, "initiate_send"))?;
     Ok(())
 }
 
-/// `async_chat.initiate_send()`: one send attempt per call, as CPython,
-/// after what a batched push queued (see output_batch.rs).
+/// The common push into an empty fifo, in one step: CPython appends `data`,
+/// and its `initiate_send` sends all of it (here virtually) and deletes it
+/// again. True when that is what happened; false when nothing was done and
+/// the caller must append and call `initiate_send`.
+fn sent_whole_at_once(
+    slf: &Bound<'_, Dispatcher>,
+    fifo: &Bound<'_, PyAny>,
+    data: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    let py = slf.py();
+    let Ok(bytes) = data.cast_exact::<PyBytes>() else {
+        return Ok(false);
+    };
+    let n = bytes.as_bytes().len();
+    let plain_state = Dispatcher::is_direct(slf, F_CONNECTED | F_FIFO);
+    if n == 0 || !plain_state || !fifo.cast::<Fifo>().is_ok_and(|f| f.get().is_empty()) {
+        return Ok(false);
+    }
+    if !connected(slf)? || !has_builtin(slf, intern!(py, "send"), intern!(py, "send")) {
+        return Ok(false);
+    }
+    // initiate_send's `first[:obs]` is `first` itself only if it fits.
+    let obs = slf.getattr(intern!(py, "ac_out_buffer_size"))?;
+    if !obs.extract::<usize>().is_ok_and(|obs| n <= obs) {
+        return Ok(false);
+    }
+    Ok(crate::output_batch::virtual_send(slf, data)? == Some(n))
+}
+
+/// `async_chat.initiate_send()`: one send attempt per call, as CPython's,
+/// whose send may be virtual (see output_batch.rs).
 pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
-    crate::output_batch::flush(slf)?;
     let py = slf.py();
     let send_builtin = has_builtin(slf, intern!(py, "send"), intern!(py, "send"));
+    if !send_builtin {
+        // A Python send() writes after what was queued before it.
+        output_batch::flush(slf)?;
+    }
     loop {
         let fifo = producer_fifo_of(slf)?;
         if !fifo::is_truthy(&fifo)? || !connected(slf)? {
             return Ok(());
         }
         let first = fifo::first(&fifo)?;
+        if first.is_none() && !queue_sent_before(slf, &fifo, &first)? {
+            return Ok(());
+        }
         if !first.is_truthy()? {
             fifo::del_first(&fifo)?;
             if first.is_none() {
@@ -445,7 +489,7 @@ pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             data
         };
         let sent = if send_builtin {
-            dispatcher_send(slf, &data)
+            send(slf, &data)
         } else {
             slf.call_method1(intern!(py, "send"), (&data,))
         };
@@ -466,6 +510,40 @@ pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
         }
         return Ok(());
     }
+}
+
+/// `self.send(data)` for our own `send`: virtual in a batch window, else
+/// real, after the queue (see output_batch.rs).
+fn send<'py>(
+    slf: &Bound<'py, Dispatcher>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    if let Some(n) = output_batch::virtual_send(slf, data)? {
+        return Ok(n.into_pyobject(py)?.into_any());
+    }
+    if output_batch::has_queued(slf) {
+        if let Some(n) = output_batch::send_after_queue(slf, data)? {
+            return Ok(n);
+        }
+    }
+    dispatcher_send(slf, data)
+}
+
+/// Before `initiate_send` acts on a `None` (closes the channel): the queue
+/// goes out first. False when the kernel did not take all of it: its tail is
+/// now in the fifo ahead of the `None`, as CPython's unsent data would be,
+/// and this call is over (its send attempt was the flush).
+fn queue_sent_before(
+    slf: &Bound<'_, Dispatcher>,
+    fifo: &Bound<'_, PyAny>,
+    first: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    if !output_batch::has_queued(slf) {
+        return Ok(true);
+    }
+    output_batch::flush(slf)?;
+    Ok(fifo::first(fifo)?.is(first))
 }
 
 /// `n < len(obj)`, in Rust when `n` is an int.

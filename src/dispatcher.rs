@@ -55,6 +55,8 @@ pub struct State {
     pub in_callback: bool,
     pub in_stash: Option<(Vec<u8>, usize)>,
     pub producer_fifo: Option<Py<PyAny>>,
+    /// async_chat's virtually sent data (see output_batch.rs).
+    pub out_queue: output_batch::OutQueue,
 }
 
 impl State {
@@ -85,8 +87,8 @@ pub struct Dispatcher {
     st: Mutex<State>,
     pub notify: Arc<ChannelNotify>,
     direct: AtomicU16,
-    /// Output queued by a batched push (see output_batch.rs).
-    pub deferred: AtomicBool,
+    /// `State::out_queue` holds data (see output_batch.rs).
+    pub queued: AtomicBool,
     /// `output_batch::BatchMode` as u8; 0 until first needed.
     pub batch_mode: AtomicU8,
     /// Inside a `found_terminator()` with more input buffered behind it.
@@ -482,7 +484,7 @@ impl Dispatcher {
             st: Mutex::new(State::default()),
             notify: Arc::new(ChannelNotify::default()),
             direct: AtomicU16::new(0),
-            deferred: AtomicBool::new(false),
+            queued: AtomicBool::new(false),
             batch_mode: AtomicU8::new(0),
             pipelined: AtomicBool::new(false),
         }
@@ -516,8 +518,6 @@ impl Dispatcher {
     #[setter(connected)]
     fn set_connected_attr(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let v = v.is_truthy()?;
-        // Batched output goes out first, as it would have under CPython.
-        output_batch::flush(slf)?;
         slf.get().store_flag(|st| &mut st.connected, v, true);
         Ok(())
     }
@@ -580,15 +580,11 @@ impl Dispatcher {
     }
     #[getter(_rs_producer_fifo)]
     fn get_producer_fifo(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        output_batch::flush(slf)?;
         field(slf, |st| st.producer_fifo.as_ref(), "producer_fifo").map(Bound::unbind)
     }
     #[setter(_rs_producer_fifo)]
-    fn set_producer_fifo_attr(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) -> PyResult<()> {
-        // Batched output is in the old fifo.
-        output_batch::flush(slf)?;
+    fn set_producer_fifo_attr(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) {
         store_producer_fifo(slf.get(), v);
-        Ok(())
     }
 
     // ---- construction ----
@@ -645,7 +641,6 @@ impl Dispatcher {
     #[pyo3(signature = (map=None))]
     fn del_channel(slf: &Bound<'_, Self>, map: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
-        output_batch::flush(slf)?;
         let fd = slf.getattr(intern!(py, "_fileno"))?;
         let map = match map {
             Some(m) => m.clone(),
@@ -1096,7 +1091,6 @@ impl Dispatcher {
         1
     }
     fn _ac_writable<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        output_batch::flush(slf)?;
         let fifo = producer_fifo_of(slf)?;
         if fifo.is_truthy()? {
             return Ok(fifo);
@@ -1116,7 +1110,6 @@ impl Dispatcher {
         async_chat::initiate_send(slf)
     }
     fn _ac_discard_buffers(slf: &Bound<'_, Self>) -> PyResult<()> {
-        output_batch::flush(slf)?;
         async_chat::discard_buffers(slf)
     }
 }
@@ -1258,6 +1251,8 @@ pub fn dispatcher_send<'py>(
     data: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
+    // Bytes async_chat queued were sent before this call, under CPython.
+    output_batch::flush(slf)?;
     let sock = socket_of(slf)?;
     match send_obj(py, &sock, data) {
         Ok(n) => Ok(n),

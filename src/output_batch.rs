@@ -1,53 +1,74 @@
-//! Batching of `async_chat.push()` output (`ac_batch_output`).
+//! Batching of `async_chat` output (`ac_batch_output`), as an exact model of
+//! CPython's output path.
 //!
-//! CPython's `push()` calls `initiate_send()`, so a handler that answers 100
-//! pipelined lines makes 100 `send()` calls. When a push may be batched, and
-//! the channel's output path is all built-in (our `initiate_send`, our `send`,
-//! a plain socket, our fifo), it is queued, and the queue goes out in one
-//! `sendmsg()` a little later. The bytes, their order and the errors are the
-//! same, and Python access that could tell (reading `socket` or
-//! `producer_fifo`; assigning them or `connected`; `writable()`,
-//! `initiate_send()`, `close()`, `discard_buffers()`, `del_channel()`) first
-//! sends what is queued.
+//! CPython's `push()` and `push_with_producer()` call `initiate_send()`, which
+//! takes exactly one fifo item or one producer chunk and makes one `send()`.
+//! We run that same `initiate_send()` at the same moment, with the same fifo
+//! consumption, `more()` calls, `None` handling and error paths; only its
+//! `send()` syscall may become a *virtual send*: the data is appended to the
+//! channel's queue and reported as sent in full, as a kernel with room in its
+//! buffer would. The queue goes out in one `sendmsg()` when the batch window
+//! ends, and before anything else can write to the socket or close it:
+//! - a real send made by `initiate_send` (the queue and the data share one
+//!   `sendmsg()`), by `dispatcher.send`, or through `self.socket` (its getter);
+//! - assigning `socket` (queued bytes belong to the old one), `close()`;
+//! - `initiate_send` reaching a `None` (`close_when_done`) or a Python `send`.
 //!
-//! `ac_batch_output` chooses when a push may be batched:
-//! - `"pipelined"` (the default): only inside a `found_terminator()` call that
-//!   has more received input already buffered behind its message, i.e. input
-//!   the peer sent without waiting for this reply. The queue goes out when the
-//!   first message without input behind it pushes, or when `handle_read`'s
-//!   scan ends. The reply to the last message buffered is sent by its own
-//!   push, as in CPython, so a peer that waits for it is never kept waiting.
-//! - `True`: every push made while our loop dispatches an event; the queue
-//!   goes out when the handler returns, still inside the event's error
-//!   handling.
-//! - `False`: never (CPython's one send per push).
+//! Back-pressure: when the kernel takes only part of the queue, the unsent
+//! items go back to the front of `producer_fifo`, in order, where CPython's
+//! own unsent data would be. The stream is then the one CPython makes with a
+//! kernel buffer of the size that accepted the first part: same bytes, same
+//! order, nothing lost or repeated.
 //!
-//! What can tell the difference: a handler that pushes and then blocks
-//! waiting for the peer's answer inside the same handler (CPython's own test
-//! FTP server does, with a blocking accept() after "227 passive mode") waits
-//! forever, its push not yet sent. With `"pipelined"` this needs a peer that
-//! has also sent its next request before reading the reply.
+//! A virtual send is made only when nothing outside the channel can write to
+//! the socket meanwhile: `initiate_send`, `send` and the fifo are ours, the
+//! socket is a plain `socket.socket` that no other Python object references
+//! (its refcount is ours alone, so no cached reference, `makefile()` or
+//! wrapper can send behind the queue), and the queue is under 1024 items and
+//! 256 KiB. Otherwise the send is real, as CPython's.
+//!
+//! `ac_batch_output` chooses the batch window:
+//! - `"pipelined"` (the default): a `found_terminator()` that has more received
+//!   input buffered behind its message (the peer sent it without waiting for
+//!   this reply); the window ends with the scan of `handle_read`.
+//! - `True`: any event our loop dispatches; the window ends when the handler
+//!   returns, still inside the event's error handling.
+//! - `False`: never (one real send per `initiate_send`).
+//!
+//! What can still tell: the time the bytes reach the peer. A handler that
+//! pushes and then blocks waiting for the peer's answer inside the same window
+//! waits until its block times out.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 
-use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
 
-use crate::dispatcher::{
-    connected, has_builtin, producer_fifo_of, socket_of, Dispatcher, F_CONNECTED, F_FIFO, F_SOCKET,
-};
-use crate::errors::{call_in_except, errno_of, is_disconnect, os_error};
+use crate::dispatcher::{producer_fifo_of, socket_of, Dispatcher};
+use crate::errors::{call_in_except, is_disconnect, os_error};
 use crate::fifo::Fifo;
-use crate::sockio::{is_plain, last_errno, plain_fd};
+use crate::sockio::{last_errno, plain_fd};
 
 /// Most items and bytes one `sendmsg()` gathers (Linux's UIO_MAXIOV is 1024).
 const MAX_IOV: usize = 1024;
 const MAX_BYTES: usize = 256 * 1024;
+
+/// The channel's queue of virtually sent data: exact bytes objects, in order.
+#[derive(Default)]
+pub struct OutQueue {
+    items: Vec<Py<PyBytes>>,
+    bytes: usize,
+}
+
+impl OutQueue {
+    fn has_room(&self, n: usize) -> bool {
+        self.items.len() < MAX_IOV && self.bytes + n <= MAX_BYTES
+    }
+}
 
 #[derive(Default)]
 struct Dispatch {
@@ -59,8 +80,8 @@ thread_local! {
     static DISPATCH: RefCell<Dispatch> = RefCell::new(Dispatch::default());
 }
 
-/// Runs one event's handler with pushes batched, then sends the batch. Both
-/// run inside the caller's error handling, as CPython's push would.
+/// Runs one event's handler as a batch window of `ac_batch_output = True`
+/// channels, then sends their queues, inside the caller's error handling.
 pub fn dispatching(py: Python<'_>, handler: impl FnOnce() -> PyResult<()>) -> PyResult<()> {
     DISPATCH.with(|d| d.borrow_mut().depth += 1);
     let result = handler();
@@ -79,7 +100,7 @@ pub fn dispatching(py: Python<'_>, handler: impl FnOnce() -> PyResult<()>) -> Py
     result.and(flushed)
 }
 
-/// When a channel's pushes may be batched (`Dispatcher::batch_mode`).
+/// When a channel's sends may be virtual (`Dispatcher::batch_mode`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum BatchMode {
     Never = 1,
@@ -104,14 +125,6 @@ fn batch_mode(slf: &Bound<'_, Dispatcher>) -> BatchMode {
 #[cold]
 fn read_batch_mode(slf: &Bound<'_, Dispatcher>) -> BatchMode {
     let py = slf.py();
-    let builtin_path = has_builtin(
-        slf,
-        intern!(py, "initiate_send"),
-        intern!(py, "_ac_initiate_send"),
-    ) && has_builtin(slf, intern!(py, "send"), intern!(py, "send"));
-    if !builtin_path {
-        return BatchMode::Never;
-    }
     let Ok(value) = slf.getattr(intern!(py, "ac_batch_output")) else {
         return BatchMode::Never;
     };
@@ -127,39 +140,16 @@ fn read_batch_mode(slf: &Bound<'_, Dispatcher>) -> BatchMode {
     }
 }
 
-/// Queues this `push()`'s output if the channel may batch now; false when
-/// the caller must send as CPython does.
-pub fn defer_push(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
-    let me = slf.get();
-    let register = match batch_mode(slf) {
-        // Flushed by the scan that set the flag: nothing to register.
-        BatchMode::Pipelined if me.pipelined.load(Ordering::Relaxed) => false,
-        BatchMode::Always if DISPATCH.with(|d| d.borrow().depth) > 0 => true,
-        _ => return Ok(false),
-    };
-    // A batch is open: its checks below still hold, because assigning
-    // `connected`, `socket` or `producer_fifo` sends the batch first (unless a
-    // subclass shadows them, then we check again).
-    if me.deferred.load(Ordering::Relaxed)
-        && Dispatcher::is_direct(slf, F_CONNECTED | F_SOCKET | F_FIFO)
-    {
-        return Ok(true);
+/// Whether a batch window is open for this channel now.
+fn window_open(slf: &Bound<'_, Dispatcher>) -> bool {
+    match batch_mode(slf) {
+        BatchMode::Never => false,
+        BatchMode::Pipelined => slf.get().pipelined.load(Ordering::Relaxed),
+        BatchMode::Always => DISPATCH.with(|d| d.borrow().depth > 0),
     }
-    let py = slf.py();
-    if !(connected(slf)?
-        && producer_fifo_of(slf)?.cast::<Fifo>().is_ok()
-        && is_plain(py, &socket_of(slf)?))
-    {
-        return Ok(false);
-    }
-    if !me.deferred.swap(true, Ordering::Relaxed) && register {
-        let ch = slf.clone().unbind();
-        DISPATCH.with(|d| d.borrow_mut().pending.push(ch));
-    }
-    Ok(true)
 }
 
-/// Runs `found_terminator` (`call`) with pushes batched if the channel's mode
+/// Runs `found_terminator` (`call`) as a batch window if the channel's mode
 /// is `"pipelined"` and `more_input` (received input is buffered behind this
 /// message). The caller flushes when its scan ends.
 pub fn pipelined<R>(slf: &Bound<'_, Dispatcher>, more_input: bool, call: impl FnOnce() -> R) -> R {
@@ -172,136 +162,241 @@ pub fn pipelined<R>(slf: &Bound<'_, Dispatcher>, more_input: bool, call: impl Fn
     r
 }
 
-/// Sends what `push()` queued on this channel, as the `initiate_send()` calls
-/// CPython would have made by now.
+/// Whether the channel has virtually sent data not yet on the wire.
+pub fn has_queued(slf: &Bound<'_, Dispatcher>) -> bool {
+    slf.get().queued.load(Ordering::Relaxed)
+}
+
+/// The plain socket's fd, if no Python object but the channel holds the
+/// socket (so nothing can write to it behind the queue).
+fn exclusive_fd(slf: &Bound<'_, Dispatcher>) -> PyResult<Option<RawFd>> {
+    let sock = socket_of(slf)?;
+    // Two references: the channel's field and `sock` here. A subclass that
+    // shadows `socket` keeps another one in its __dict__, and loses batching.
+    // SAFETY: `sock` is a live object; reading its refcount has no effect.
+    if unsafe { pyo3::ffi::Py_REFCNT(sock.as_ptr()) } != 2 {
+        return Ok(None);
+    }
+    Ok(plain_fd(slf.py(), &sock))
+}
+
+/// `data` as a bytes object the queue can hold: bytes itself, or a copy of a
+/// bytearray or memoryview (their contents may change after the send).
+fn frozen_bytes<'py>(data: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
+    if let Ok(b) = data.cast_exact::<PyBytes>() {
+        return Some(b.clone());
+    }
+    if data.is_exact_instance_of::<PyByteArray>() || data.is_exact_instance_of::<PyMemoryView>() {
+        let b = data.py().get_type::<PyBytes>().call1((data,)).ok()?;
+        return b.cast_into::<PyBytes>().ok();
+    }
+    None
+}
+
+/// The virtual send: queues `data` as sent in full if a batch window is open
+/// and nothing else can reach the socket. Returns the count "sent", or None
+/// when the caller must send for real.
+///
+/// The caller is our `initiate_send`, with our `send`, connected, `data` its
+/// fifo head's slice (CPython's `first[:obs]`).
+pub fn virtual_send(
+    slf: &Bound<'_, Dispatcher>,
+    data: &Bound<'_, PyAny>,
+) -> PyResult<Option<usize>> {
+    if !window_open(slf) {
+        return Ok(None);
+    }
+    let Some(bytes) = frozen_bytes(data) else {
+        return Ok(None);
+    };
+    let n = bytes.as_bytes().len();
+    if n == 0 {
+        // socket.send(b"") returns 0, and initiate_send then keeps its item.
+        return Ok(Some(0));
+    }
+    let me = slf.get();
+    if !me.st().out_queue.has_room(n)
+        || producer_fifo_of(slf)?.cast::<Fifo>().is_err()
+        || exclusive_fd(slf)?.is_none()
+    {
+        return Ok(None);
+    }
+    {
+        let mut st = me.st();
+        st.out_queue.items.push(bytes.unbind());
+        st.out_queue.bytes += n;
+    }
+    if !me.queued.swap(true, Ordering::Relaxed) && batch_mode(slf) == BatchMode::Always {
+        let ch = slf.clone().unbind();
+        DISPATCH.with(|d| d.borrow_mut().pending.push(ch));
+    }
+    Ok(Some(n))
+}
+
+/// The real send of `initiate_send` when data is queued: the queue and `data`
+/// in one `sendmsg()`. Returns what CPython's `self.send(data)` would return
+/// (the count of `data` sent; 0 when the kernel took no byte of it), or None
+/// when the caller must send `data` itself (after this sent the queue).
+pub fn send_after_queue<'py>(
+    slf: &Bound<'py, Dispatcher>,
+    data: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = slf.py();
+    let bytes = match frozen_bytes(data) {
+        Some(b) if slf.get().st().out_queue.has_room(b.as_bytes().len()) => b,
+        _ => {
+            flush(slf)?;
+            return Ok(None);
+        }
+    };
+    let queued = slf.get().st().out_queue.bytes;
+    match send_queue(slf, Some(&bytes))? {
+        Outcome::Sent(sent) => {
+            let of_data = sent.saturating_sub(queued);
+            Ok(Some(of_data.into_pyobject(py)?.into_any()))
+        }
+        Outcome::Unsent => Ok(Some(0i32.into_pyobject(py)?.into_any())),
+        Outcome::Broken(e) => {
+            // CPython's dispatcher.send(data) on a dead connection.
+            slf.call_method0(intern!(py, "handle_close"))?;
+            drop(e);
+            Ok(Some(0i32.into_pyobject(py)?.into_any()))
+        }
+        Outcome::Failed(e) => Err(e),
+    }
+}
+
+/// Sends the queued data before anything else writes to the socket. What the
+/// kernel does not take goes back to the front of `producer_fifo`.
 pub fn flush(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
-    if !slf.get().deferred.swap(false, Ordering::Relaxed) {
+    if !has_queued(slf) {
         return Ok(());
     }
-    let py = slf.py();
-    loop {
-        if !connected(slf)? {
-            return Ok(());
-        }
-        let fifo = producer_fifo_of(slf)?;
-        let Ok(fifo) = fifo.cast::<Fifo>() else {
-            slf.call_method0(intern!(py, "initiate_send"))?;
-            return Ok(());
-        };
-        let Some(fd) = plain_fd(py, &socket_of(slf)?) else {
-            slf.call_method0(intern!(py, "initiate_send"))?;
-            return Ok(());
-        };
-        match send_front(py, fifo.get(), fd) {
-            Some(Ok(Sent { sent, total })) => {
-                if sent < total {
-                    return Ok(()); // the socket is full: writable events go on
-                }
-            }
-            Some(Err(libc::EINTR)) => py.check_signals()?, // PEP 475: retry
-            Some(Err(errno)) if errno == libc::EAGAIN || errno == libc::EWOULDBLOCK => {
-                return Ok(());
-            }
-            Some(Err(errno)) => return send_failed(slf, os_error(py, errno)),
-            None => {
-                // A producer, None or a non-bytes item at the head: CPython's path.
-                let before = fifo.get().len();
-                if before == 0 {
-                    return Ok(());
-                }
-                let head = fifo.get().front(py);
-                slf.call_method0(intern!(py, "initiate_send"))?;
-                let after = fifo.get().front(py);
-                let moved = fifo.get().len() != before
-                    || !matches!((&head, &after), (Some(a), Some(b)) if a.is(b));
-                if !moved {
-                    return Ok(());
-                }
-            }
-        }
-    }
-}
-
-struct Sent {
-    sent: usize,
-    total: usize,
-}
-
-/// One `sendmsg()` of the fifo's leading run of exact bytes items (empty ones
-/// included), straight from the fifo: the items sent are popped and a partly
-/// sent one keeps its unsent tail. None when the head is not bytes; the errno
-/// when the call failed. The GIL is held and no Python code runs while the
-/// fifo is locked.
-fn send_front(py: Python<'_>, fifo: &Fifo, fd: RawFd) -> Option<Result<Sent, i32>> {
-    fifo.edit(|items| {
-        let mut iov = Vec::with_capacity(items.len().min(MAX_IOV));
-        let mut total = 0;
-        for item in items.iter().take(MAX_IOV) {
-            let Ok(b) = item.bind(py).cast_exact::<PyBytes>() else {
-                break;
-            };
-            if total >= MAX_BYTES {
-                break;
-            }
-            let s = b.as_bytes();
-            total += s.len();
-            iov.push(libc::iovec {
-                iov_base: s.as_ptr() as *mut libc::c_void,
-                iov_len: s.len(),
-            });
-        }
-        if iov.is_empty() {
-            return None;
-        }
-        // SAFETY: the iovecs point into bytes objects the locked fifo holds.
-        let n = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = iov.as_mut_ptr();
-            msg.msg_iovlen = iov.len();
-            libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-        };
-        let Ok(sent) = usize::try_from(n) else {
-            return Some(Err(last_errno()));
-        };
-        pop_sent(py, items, iov.len(), sent);
-        Some(Ok(Sent { sent, total }))
-    })
-}
-
-/// Drops the first `count` items as far as `sent` bytes cover them; a partly
-/// sent item keeps its unsent tail.
-fn pop_sent(py: Python<'_>, items: &mut VecDeque<Py<PyAny>>, count: usize, mut sent: usize) {
-    for _ in 0..count {
-        let Some(front) = items.front() else { return };
-        let Ok(b) = front.bind(py).cast_exact::<PyBytes>() else {
-            return;
-        };
-        let data = b.as_bytes();
-        if sent >= data.len() {
-            sent -= data.len();
-            items.pop_front();
-        } else {
-            if sent > 0 {
-                let rest = PyBytes::new(py, &data[sent..]).into_any().unbind();
-                items[0] = rest;
-            }
-            return;
-        }
-    }
-}
-
-/// What `dispatcher.send` and `initiate_send` do with a failed send.
-#[cold]
-fn send_failed(slf: &Bound<'_, Dispatcher>, e: PyErr) -> PyResult<()> {
-    let py = slf.py();
-    match errno_of(py, &e) {
-        Some(errno) if is_disconnect(py, errno)? => {
-            slf.call_method0(intern!(py, "handle_close"))?;
-            Ok(())
-        }
-        _ if e.is_instance_of::<PyOSError>(py) => {
+    match send_queue(slf, None)? {
+        // Broken: bytes the kernel took before the connection broke are lost
+        // there too; the next read or send on the socket reports the error.
+        Outcome::Sent(_) | Outcome::Unsent | Outcome::Broken(_) => Ok(()),
+        Outcome::Failed(e) => {
+            let py = slf.py();
             call_in_except(py, slf, intern!(py, "handle_error"), e)
         }
-        _ => Err(e),
     }
+}
+
+enum Outcome {
+    /// The kernel took this many bytes; the rest is back in the fifo.
+    Sent(usize),
+    /// It took nothing (would block); all of it is back in the fifo.
+    Unsent,
+    /// The connection is gone; the queue is dropped.
+    Broken(PyErr),
+    /// Another error; the queue is back in the fifo.
+    Failed(PyErr),
+}
+
+/// One `sendmsg()` of the whole queue, then `extra` (EINTR retried, PEP 475).
+/// The queue is empty afterwards: what of it was not sent went back to the
+/// fifo, or was dropped with a broken connection. `extra` is the caller's
+/// (its fifo item is still in the fifo).
+fn send_queue(
+    slf: &Bound<'_, Dispatcher>,
+    extra: Option<&Bound<'_, PyBytes>>,
+) -> PyResult<Outcome> {
+    let py = slf.py();
+    let me = slf.get();
+    let queue = {
+        let mut st = me.st();
+        me.queued.store(false, Ordering::Relaxed);
+        std::mem::take(&mut st.out_queue)
+    };
+    let sock = socket_of(slf)?;
+    let Some(fd) = plain_fd(py, &sock) else {
+        // The socket was closed behind the channel (not through close() or
+        // `self.socket`): as CPython's kernel, nothing more goes out on it.
+        return Ok(Outcome::Broken(os_error(py, libc::EBADF)));
+    };
+    let result = loop {
+        match sendmsg(py, fd, &queue.items, extra) {
+            Err(libc::EINTR) => py.check_signals()?,
+            r => break r,
+        }
+    };
+    match result {
+        Ok(sent) if sent >= queue.bytes => Ok(Outcome::Sent(sent)),
+        Ok(0) => {
+            put_back(slf, queue.items, 0)?;
+            Ok(Outcome::Unsent)
+        }
+        Ok(sent) => {
+            put_back(slf, queue.items, sent)?;
+            Ok(Outcome::Sent(sent))
+        }
+        Err(errno) if errno == libc::EAGAIN || errno == libc::EWOULDBLOCK => {
+            put_back(slf, queue.items, 0)?;
+            Ok(Outcome::Unsent)
+        }
+        Err(errno) if is_disconnect(py, errno)? => Ok(Outcome::Broken(os_error(py, errno))),
+        Err(errno) => {
+            put_back(slf, queue.items, 0)?;
+            Ok(Outcome::Failed(os_error(py, errno)))
+        }
+    }
+}
+
+/// `sendmsg()` of the items and `extra`, without blocking or SIGPIPE.
+fn sendmsg(
+    py: Python<'_>,
+    fd: RawFd,
+    items: &[Py<PyBytes>],
+    extra: Option<&Bound<'_, PyBytes>>,
+) -> Result<usize, i32> {
+    let iovec = |s: &[u8]| libc::iovec {
+        iov_base: s.as_ptr() as *mut libc::c_void,
+        iov_len: s.len(),
+    };
+    let mut iov: Vec<libc::iovec> = Vec::with_capacity(items.len() + 1);
+    iov.extend(items.iter().map(|b| iovec(b.bind(py).as_bytes())));
+    iov.extend(extra.map(|b| iovec(b.as_bytes())));
+    // SAFETY: every iovec points into a bytes object that `items` or `extra`
+    // keeps alive for the call (bytes are immutable); msg is zeroed but for the iovecs.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len() as _;
+        libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    usize::try_from(n).map_err(|_| last_errno())
+}
+
+/// Puts the items the kernel did not take (the first `sent` bytes went out)
+/// back at the front of the fifo, in order: a partly sent item as its tail.
+fn put_back(slf: &Bound<'_, Dispatcher>, items: Vec<Py<PyBytes>>, mut sent: usize) -> PyResult<()> {
+    let py = slf.py();
+    let mut unsent: VecDeque<Py<PyAny>> = VecDeque::new();
+    for item in items {
+        let data = item.bind(py).as_bytes();
+        if sent >= data.len() {
+            sent -= data.len();
+        } else if sent > 0 {
+            unsent.push_back(PyBytes::new(py, &data[sent..]).into_any().unbind());
+            sent = 0;
+        } else {
+            unsent.push_back(item.into_any());
+        }
+    }
+    let fifo = producer_fifo_of(slf)?;
+    if let Ok(fifo) = fifo.cast::<Fifo>() {
+        fifo.get().edit(|d| {
+            for item in unsent.into_iter().rev() {
+                d.push_front(item);
+            }
+        });
+        return Ok(());
+    }
+    // Only our fifo is batched, and assigning producer_fifo flushes first;
+    // a fifo swapped behind our back still gets the data.
+    for item in unsent.into_iter().rev() {
+        crate::fifo::push_front(&fifo, item.bind(py))?;
+    }
+    Ok(())
 }

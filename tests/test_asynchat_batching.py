@@ -1,15 +1,21 @@
 """asyncore-rs's output batching (`async_chat.ac_batch_output`).
 
-- `"pipelined"` (the default): replies to messages with more received input
-  buffered behind them (the peer pipelined) are queued and go out together when
-  the scan reaches the last message, or when handle_read's scan ends.
-- `True`: the pushes of one handler are sent together when it returns.
-- `False`: every push() is sent at once, as in CPython.
+CPython's initiate_send() makes one send() per call; in a batch window ours runs
+the same initiate_send() and only its send() is virtual: the data is queued and
+counted as sent (src/output_batch.rs). The window is:
+- `"pipelined"` (the default): a found_terminator() with more received input
+  buffered behind its message; the queue goes out with the next real send or
+  when handle_read's scan ends.
+- `True`: any event the loop dispatches; the queue goes out when it returns.
+- `False`: never, as in CPython.
 
-Anything that could observe the difference sends the queue first. These tests pin
-all three.
+Every other way to the socket sends the queue first. The tests below pin each of
+those flush points and each guard of the virtual send, one test per point (each
+fails when its flush or guard is removed); test_asynchat_output_differential.py
+compares random programs with CPython.
 """
 
+import os
 import socket
 
 import pytest
@@ -269,3 +275,174 @@ def test_an_error_in_a_pipelined_handler_sends_what_it_pushed(chan_map):
     assert recv_until(peer, 10) == b"A"  # sent before the channel closed
     assert peer.recv(10) == b""
     peer.close()
+
+
+def pipelined_pair(on_x, chan_map, cls=None, after=None):
+    """A pipelined channel that runs `on_x(self)` for line x (y is buffered
+    behind it) and pushes "Z" for y; returns what the peer received."""
+    done = []
+
+    class Chat(cls or Pipelined):
+        def on_line(self, line):
+            if line == b"x":
+                on_x(self)
+            else:
+                self.push(b"Z")
+                done.append(line)
+
+    chat, peer = make_chat(Chat, chan_map)
+    peer.sendall(b"x\ny\n")
+    assert pump(chan_map, lambda: done or not chan_map)
+    if after:
+        after(chat)
+    got = b""
+    peer.setblocking(False)
+    for _ in range(50):
+        asyncore.loop(timeout=0.01, map=chan_map, count=1)
+        try:
+            data = peer.recv(1 << 20)
+        except BlockingIOError:
+            continue
+        if not data:
+            break
+        got += data
+    peer.close()
+    return got
+
+
+def test_dispatcher_send_goes_after_the_queue(chan_map):
+    # CPython: push(A) sent A, then send(B): the peer reads AB.
+    def on_x(self):
+        self.push(b"A")
+        self.send(b"B")
+
+    assert pipelined_pair(on_x, chan_map) == b"ABZ"
+
+
+def test_the_last_messages_real_send_goes_after_the_queue(chan_map):
+    # x's push is virtual (y is buffered); y's is real and shares the sendmsg.
+    assert pipelined_pair(lambda self: self.push(b"A"), chan_map) == b"AZ"
+
+
+def test_a_python_send_set_on_the_instance_goes_after_the_queue(chan_map):
+    def on_x(self):
+        self.push(b"A")
+        self.send = lambda data: os.write(self._fileno, data)
+        self.push(b"B")
+
+    assert pipelined_pair(on_x, chan_map) == b"ABZ"
+
+
+def test_a_socket_cached_elsewhere_turns_the_virtual_send_off(chan_map):
+    class Caching(Pipelined):
+        def __init__(self, sock, map):
+            super().__init__(sock, map)
+            self.cached = sock  # a second reference: it may be written behind the queue
+
+    def on_x(self):
+        self.push(b"A")
+        self.cached.send(b"B")
+
+    assert pipelined_pair(on_x, chan_map, cls=Caching) == b"ABZ"
+
+
+def test_a_window_of_more_than_1024_pushes_is_sent_whole(chan_map):
+    def on_x(self):
+        for i in range(3000):
+            self.push(b"%d," % i)
+
+    want = b"".join(b"%d," % i for i in range(3000)) + b"Z"
+    assert pipelined_pair(on_x, chan_map) == want
+
+
+def test_a_window_of_more_than_256_kib_is_sent_whole(chan_map):
+    def on_x(self):
+        for i in range(40):
+            self.push(bytes([65 + i % 26]) * 10000)
+
+    want = b"".join(bytes([65 + i % 26]) * 10000 for i in range(40)) + b"Z"
+    assert pipelined_pair(on_x, chan_map) == want
+
+
+def test_a_pushed_bytearray_is_sent_as_it_was_at_the_push(chan_map):
+    def on_x(self):
+        buf = bytearray(b"AAA")
+        self.push(buf)
+        buf[:] = b"XXX"
+
+    assert pipelined_pair(on_x, chan_map) == b"AAAZ"
+
+
+def test_true_mode_sends_a_write_events_queue_when_it_returns(chan_map):
+    chat, peer = make_chat(Lines, chan_map)  # ac_batch_output = True
+    chat.ac_out_buffer_size = 10
+    data = bytes(range(256)) * 40
+    # Outside the loop the first chunk is sent for real; the write events that
+    # send the rest run in batch windows.
+    chat.push_with_producer(asynchat.simple_producer(data, buffer_size=1000))
+    got = b""
+    peer.setblocking(False)
+    for _ in range(3000):
+        asyncore.loop(timeout=0.01, map=chan_map, count=1)
+        try:
+            got += peer.recv(1 << 20)
+        except BlockingIOError:
+            pass
+        if len(got) >= len(data):
+            break
+    assert got == data
+    peer.close()
+
+
+def fill_kernel_then(chan_map, then):
+    """Back-pressure: a window queues far more than the kernel takes (tiny
+    buffers, a peer that reads only later); `then(self)` runs after the pushes.
+    Returns all the peer eventually reads, until EOF or 5 s."""
+    import time
+
+    class Big(Pipelined):
+        def on_line(self, line):
+            if line == b"x":
+                for i in range(200):
+                    self.push(b"%04d" % i + b"." * 996)
+                then(self)
+
+    ours, peer = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    Big(ours, map=chan_map)
+    del ours
+    peer.sendall(b"x\ny")  # x has input behind it: its pushes are virtual
+    asyncore.loop(timeout=0, map=chan_map, count=1)
+    got = b""
+    peer.setblocking(False)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        asyncore.loop(timeout=0.001, map=chan_map, count=1)
+        try:
+            data = peer.recv(1 << 16)
+        except BlockingIOError:
+            continue
+        if not data:
+            got += b"<EOF>"
+            break
+        got += data
+    peer.close()
+    return got
+
+
+BIG = b"".join(b"%04d" % i + b"." * 996 for i in range(200))
+
+
+def test_back_pressure_keeps_every_byte_in_order(chan_map):
+    assert fill_kernel_then(chan_map, lambda self: None) == BIG
+
+
+def test_back_pressure_close_when_done_closes_after_the_data(chan_map):
+    # The queue's unsent tail goes back ahead of the None: CPython closes only
+    # after sending it.
+    def then(self):
+        self.close_when_done()
+        self.push(b"")  # an initiate_send that reaches the None
+
+    assert fill_kernel_then(chan_map, then) == BIG + b"<EOF>"
