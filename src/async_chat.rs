@@ -13,8 +13,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
 
 use crate::dispatcher::{
-    connected, dispatcher_send, has_builtin, producer_fifo_of, set_producer_fifo, socket_of,
-    Dispatcher, State, F_CONNECTED, F_FIFO, F_INBUF,
+    connected, dispatcher_send, has_builtin, int_setting, plain_size_setting, producer_fifo_of,
+    set_producer_fifo, socket_of, Dispatcher, State, F_CONNECTED, F_FIFO, F_INBUF,
 };
 use crate::errors::{call_in_except, errno_of, is_disconnect};
 use crate::fifo::{self, Fifo};
@@ -377,7 +377,12 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
             data.get_type().unbind(),
         )));
     }
-    let sabs = slf.getattr(intern!(py, "ac_out_buffer_size"))?;
+    if let Some(size) = plain_size_setting(slf, intern!(py, "ac_out_buffer_size")) {
+        if pushed_in_one_step(slf, data, size)? {
+            return Ok(());
+        }
+    }
+    let sabs = int_setting(slf, intern!(py, "ac_out_buffer_size"))?;
     let fifo = producer_fifo_of(slf)?;
     let n = data.len()?;
     let longer = match sabs.extract::<usize>() {
@@ -399,9 +404,6 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
         intern!(py, "_ac_initiate_send"),
     );
     if !longer {
-        if ours && sent_whole_at_once(slf, &fifo, data)? {
-            return Ok(());
-        }
         crate::fifo::append(&fifo, data)?;
     }
     if ours {
@@ -412,32 +414,37 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
 }
 
 /// The common push into an empty fifo, in one step: CPython appends `data`,
-/// and its `initiate_send` sends all of it (here virtually) and deletes it
-/// again. True when that is what happened; false when nothing was done and
-/// the caller must append and call `initiate_send`.
-fn sent_whole_at_once(
+/// and its `initiate_send` sends all of it (here virtually, in a batch
+/// window) and deletes it again. True when that is what happened; false when
+/// nothing observable was done and the caller must run CPython's steps.
+/// `size` is `ac_out_buffer_size`, read without running Python code, so it
+/// is also what initiate_send would read as `obs`.
+fn pushed_in_one_step(
     slf: &Bound<'_, Dispatcher>,
-    fifo: &Bound<'_, PyAny>,
     data: &Bound<'_, PyAny>,
+    size: usize,
 ) -> PyResult<bool> {
     let py = slf.py();
-    let Ok(bytes) = data.cast_exact::<PyBytes>() else {
+    if !output_batch::window_open(slf) {
         return Ok(false);
+    }
+    let n = match data.cast_exact::<PyBytes>() {
+        Ok(bytes) => bytes.as_bytes().len(),
+        Err(_) => return Ok(false),
     };
-    let n = bytes.as_bytes().len();
-    let plain_state = Dispatcher::is_direct(slf, F_CONNECTED | F_FIFO);
-    if n == 0 || !plain_state || !fifo.cast::<Fifo>().is_ok_and(|f| f.get().is_empty()) {
+    if n == 0 || n > size || !Dispatcher::is_direct(slf, F_CONNECTED | F_FIFO) {
         return Ok(false);
     }
-    if !connected(slf)? || !has_builtin(slf, intern!(py, "send"), intern!(py, "send")) {
+    let fifo = producer_fifo_of(slf)?;
+    if !fifo.cast::<Fifo>().is_ok_and(|f| f.get().is_empty()) || !connected(slf)? {
         return Ok(false);
     }
-    // initiate_send's `first[:obs]` is `first` itself only if it fits.
-    let obs = slf.getattr(intern!(py, "ac_out_buffer_size"))?;
-    if !obs.extract::<usize>().is_ok_and(|obs| n <= obs) {
-        return Ok(false);
-    }
-    Ok(crate::output_batch::virtual_send(slf, data)? == Some(n))
+    let ours = has_builtin(
+        slf,
+        intern!(py, "initiate_send"),
+        intern!(py, "_ac_initiate_send"),
+    ) && has_builtin(slf, intern!(py, "send"), intern!(py, "send"));
+    Ok(ours && output_batch::virtual_send(slf, &fifo, data)? == Some(n))
 }
 
 /// `async_chat.initiate_send()`: one send attempt per call, as CPython's,
@@ -465,7 +472,7 @@ pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
                 return Ok(());
             }
         }
-        let obs = slf.getattr(intern!(py, "ac_out_buffer_size"))?;
+        let obs = int_setting(slf, intern!(py, "ac_out_buffer_size"))?;
         let data = match head(&first, &obs) {
             Ok(d) => d,
             Err(e) if e.is_instance_of::<PyTypeError>(py) => {
@@ -489,7 +496,7 @@ pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             data
         };
         let sent = if send_builtin {
-            send(slf, &data)
+            send(slf, &fifo, &data)
         } else {
             slf.call_method1(intern!(py, "send"), (&data,))
         };
@@ -516,10 +523,11 @@ pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
 /// real, after the queue (see output_batch.rs).
 fn send<'py>(
     slf: &Bound<'py, Dispatcher>,
+    fifo: &Bound<'py, PyAny>,
     data: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
-    if let Some(n) = output_batch::virtual_send(slf, data)? {
+    if let Some(n) = output_batch::virtual_send(slf, fifo, data)? {
         return Ok(n.into_pyobject(py)?.into_any());
     }
     if output_batch::has_queued(slf) {

@@ -8,7 +8,23 @@
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyString, PyType};
+
+extern "C" {
+    // CPython's own lookup of a name along a type's MRO, through the type
+    // attribute cache (exported by every CPython 3.x; Cython uses it too).
+    fn _PyType_Lookup(ty: *mut ffi::PyTypeObject, name: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
+/// The class attribute `name` as found along `ty`'s MRO, unbound (what
+/// `ty.__dict__[name]` holds in the first class that has it), as a borrowed
+/// pointer: valid while the class keeps it, compared, never dereferenced by
+/// callers without a GIL-held reference. NULL if no class has it.
+pub fn class_attr_ptr(ty: &Bound<'_, PyType>, name: &Bound<'_, PyString>) -> *mut ffi::PyObject {
+    // SAFETY: the GIL is held and both pointers are live objects;
+    // _PyType_Lookup returns a borrowed reference or NULL and sets no error.
+    unsafe { _PyType_Lookup(ty.as_ptr().cast(), name.as_ptr()) }
+}
 
 /// `obj.name()`.
 pub fn call_method0<'py>(

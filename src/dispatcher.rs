@@ -89,6 +89,8 @@ pub struct Dispatcher {
     direct: AtomicU16,
     /// `State::out_queue` holds data (see output_batch.rs).
     pub queued: AtomicBool,
+    /// The socket object last seen plain and open (see output_batch.rs).
+    pub sock_seen: AtomicUsize,
     /// `output_batch::BatchMode` as u8; 0 until first needed.
     pub batch_mode: AtomicU8,
     /// Inside a `found_terminator()` with more input buffered behind it.
@@ -236,20 +238,28 @@ fn dict_at_base_offset(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
     }
 }
 
+/// The instance dict slot of `obj`: Some(NULL) when it has no dict yet, None
+/// when its class keeps the dict elsewhere (then ask `obj.__dict__`).
+fn instance_dict_ptr(obj: &Bound<'_, Dispatcher>) -> Option<*mut pyo3::ffi::PyObject> {
+    let offset = DICT_OFFSET.load(Ordering::Relaxed);
+    if offset == 0 || !Dispatcher::is_direct(obj, F_DICTPTR) {
+        return None;
+    }
+    // SAFETY: `offset` is this object's tp_dictoffset (checked for its class
+    // in direct_mask), where CPython keeps the dict pointer or NULL.
+    Some(unsafe {
+        obj.as_ptr()
+            .cast::<u8>()
+            .add(offset)
+            .cast::<*mut pyo3::ffi::PyObject>()
+            .read_unaligned()
+    })
+}
+
 /// Whether the instance dict of `obj` has the key `name` (an exact str).
 fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) -> bool {
     let py = obj.py();
-    let offset = DICT_OFFSET.load(Ordering::Relaxed);
-    if offset > 0 && Dispatcher::is_direct(obj, F_DICTPTR) {
-        // SAFETY: `offset` is this object's tp_dictoffset (checked for its
-        // class in direct_mask), where CPython keeps the dict pointer or NULL.
-        let dict = unsafe {
-            obj.as_ptr()
-                .cast::<u8>()
-                .add(offset)
-                .cast::<*mut pyo3::ffi::PyObject>()
-                .read_unaligned()
-        };
+    if let Some(dict) = instance_dict_ptr(obj) {
         if dict.is_null() {
             return false;
         }
@@ -268,6 +278,69 @@ fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) ->
             .cast::<PyDict>()
             .is_ok_and(|d| d.contains(name).unwrap_or(true)),
         Err(_) => false,
+    }
+}
+
+/// Where `obj.<name>` is, when reading it runs no Python code: the class
+/// attribute is an exact int (never a descriptor), so the instance dict's
+/// value wins, else the class's, as CPython's generic getattr decides. None
+/// when only getattr can tell. A borrowed pointer, used at once.
+fn plain_setting_ptr(
+    obj: &Bound<'_, Dispatcher>,
+    name: &Bound<'_, PyString>,
+) -> Option<*mut pyo3::ffi::PyObject> {
+    let in_class = crate::calls::class_attr_ptr(&obj.get_type(), name);
+    // SAFETY: a non-NULL class attribute is a live object the class holds.
+    if in_class.is_null() || unsafe { pyo3::ffi::PyLong_CheckExact(in_class) } == 0 {
+        return None;
+    }
+    let dict = instance_dict_ptr(obj)?;
+    if dict.is_null() {
+        return Some(in_class);
+    }
+    // SAFETY: a non-NULL slot holds a dict; the GIL is held; the result is a
+    // borrowed reference or NULL (with an error set only on failure).
+    let own = unsafe { pyo3::ffi::PyDict_GetItemWithError(dict, name.as_ptr()) };
+    if !own.is_null() {
+        return Some(own);
+    }
+    match PyErr::take(obj.py()) {
+        None => Some(in_class),
+        Some(_) => None, // getattr will raise it again
+    }
+}
+
+/// `obj.<name>` for an int setting such as `ac_out_buffer_size`, without a
+/// getattr call when reading it runs no Python code.
+pub fn int_setting<'py>(
+    obj: &Bound<'py, Dispatcher>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match plain_setting_ptr(obj, name) {
+        // SAFETY: a live object the dict or the class holds; made owned here.
+        Some(p) => Ok(unsafe { Bound::from_borrowed_ptr(obj.py(), p) }),
+        None => obj.getattr(name),
+    }
+}
+
+/// `obj.<name>` as a size, when it is a non-negative int that reading ran no
+/// Python code to find (see plain_setting_ptr).
+pub fn plain_size_setting(
+    obj: &Bound<'_, Dispatcher>,
+    name: &Bound<'_, PyString>,
+) -> Option<usize> {
+    let p = plain_setting_ptr(obj, name)?;
+    // SAFETY: a live object; PyLong_AsSsize_t on an exact int sets an error
+    // only on overflow, which we clear.
+    unsafe {
+        if pyo3::ffi::PyLong_CheckExact(p) == 0 {
+            return None;
+        }
+        let v = pyo3::ffi::PyLong_AsSsize_t(p);
+        if v == -1 {
+            drop(PyErr::take(obj.py()));
+        }
+        usize::try_from(v).ok()
     }
 }
 
@@ -485,6 +558,7 @@ impl Dispatcher {
             notify: Arc::new(ChannelNotify::default()),
             direct: AtomicU16::new(0),
             queued: AtomicBool::new(false),
+            sock_seen: AtomicUsize::new(0),
             batch_mode: AtomicU8::new(0),
             pipelined: AtomicBool::new(false),
         }
@@ -543,12 +617,14 @@ impl Dispatcher {
     #[getter(socket)]
     fn get_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         output_batch::flush(slf)?;
+        output_batch::forget_socket(slf);
         field(slf, |st| st.socket.as_ref(), "socket").map(Bound::unbind)
     }
     #[setter(socket)]
     fn set_socket_attr(slf: &Bound<'_, Self>, v: Py<PyAny>) -> PyResult<()> {
         // Batched output belongs to the old socket (STARTTLS swaps it).
         output_batch::flush(slf)?;
+        output_batch::forget_socket(slf);
         slf.get().st().socket = Some(v);
         Ok(())
     }
@@ -807,6 +883,7 @@ impl Dispatcher {
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         output_batch::flush(slf)?;
+        output_batch::forget_socket(slf);
         set_connected(slf, false)?;
         set_accepting(slf, false)?;
         set_connecting(slf, false)?;
@@ -1324,36 +1401,10 @@ pub fn has_builtin(
     public: &Bound<'_, PyString>,
     private: &Bound<'_, PyString>,
 ) -> bool {
-    let Some(ours) = our_method(obj.py(), private) else {
-        return false;
-    };
-    let Ok(seen) = obj.get_type().getattr(public) else {
-        return false;
-    };
-    seen.as_ptr() == ours && !instance_dict_has(obj, public)
-}
-
-/// The address of `dispatcher.<private>`, for identity tests. Cached by the
-/// (interned, immortal) name's address; the cache keeps our methods alive.
-fn our_method(py: Python<'_>, private: &Bound<'_, PyString>) -> Option<*mut pyo3::ffi::PyObject> {
-    static OURS: Mutex<Vec<(usize, Py<PyAny>)>> = Mutex::new(Vec::new());
-    let key = private.as_ptr() as usize;
-    {
-        let ours = OURS.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, m)) = ours.iter().find(|(k, _)| *k == key) {
-            return Some(m.as_ptr());
-        }
-    }
-    let m = py.get_type::<Dispatcher>().getattr(private).ok()?;
-    let ptr = m.as_ptr();
-    // Only interned names are cached (a name object that could die and have
-    // its address reused must not be a key).
-    if private.as_ptr() == PyString::intern(py, &private.to_cow().ok()?).as_ptr() {
-        OURS.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((key, m.unbind()));
-        return Some(ptr);
-    }
-    // Uncached: `m` dies here, but dispatcher's own attribute keeps it alive.
-    Some(ptr)
+    let py = obj.py();
+    // Our method object, as `dispatcher` holds it under its private name.
+    let ours = crate::calls::class_attr_ptr(&py.get_type::<Dispatcher>(), private);
+    !ours.is_null()
+        && crate::calls::class_attr_ptr(&obj.get_type(), public) == ours
+        && !instance_dict_has(obj, public)
 }

@@ -141,7 +141,7 @@ fn read_batch_mode(slf: &Bound<'_, Dispatcher>) -> BatchMode {
 }
 
 /// Whether a batch window is open for this channel now.
-fn window_open(slf: &Bound<'_, Dispatcher>) -> bool {
+pub fn window_open(slf: &Bound<'_, Dispatcher>) -> bool {
     match batch_mode(slf) {
         BatchMode::Never => false,
         BatchMode::Pipelined => slf.get().pipelined.load(Ordering::Relaxed),
@@ -167,17 +167,34 @@ pub fn has_queued(slf: &Bound<'_, Dispatcher>) -> bool {
     slf.get().queued.load(Ordering::Relaxed)
 }
 
-/// The plain socket's fd, if no Python object but the channel holds the
-/// socket (so nothing can write to it behind the queue).
-fn exclusive_fd(slf: &Bound<'_, Dispatcher>) -> PyResult<Option<RawFd>> {
+/// Whether the socket is a plain, open `socket.socket` that no Python object
+/// but the channel holds, so nothing can write to it behind the queue.
+fn socket_is_exclusive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
     let sock = socket_of(slf)?;
     // Two references: the channel's field and `sock` here. A subclass that
     // shadows `socket` keeps another one in its __dict__, and loses batching.
     // SAFETY: `sock` is a live object; reading its refcount has no effect.
     if unsafe { pyo3::ffi::Py_REFCNT(sock.as_ptr()) } != 2 {
-        return Ok(None);
+        return Ok(false);
     }
-    Ok(plain_fd(slf.py(), &sock))
+    // Open: checked once per socket object with a fileno() call. Only the
+    // channel holds it, so it can be closed only through the channel, whose
+    // `socket` getter and setter and close() forget the check.
+    let me = slf.get();
+    let addr = sock.as_ptr() as usize;
+    if me.sock_seen.load(Ordering::Relaxed) == addr {
+        return Ok(true);
+    }
+    if plain_fd(slf.py(), &sock).is_none() {
+        return Ok(false);
+    }
+    me.sock_seen.store(addr, Ordering::Relaxed);
+    Ok(true)
+}
+
+/// Forgets that the socket was seen open (it may be closed or replaced now).
+pub fn forget_socket(slf: &Bound<'_, Dispatcher>) {
+    slf.get().sock_seen.store(0, Ordering::Relaxed);
 }
 
 /// `data` as a bytes object the queue can hold: bytes itself, or a copy of a
@@ -201,9 +218,10 @@ fn frozen_bytes<'py>(data: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
 /// fifo head's slice (CPython's `first[:obs]`).
 pub fn virtual_send(
     slf: &Bound<'_, Dispatcher>,
+    fifo: &Bound<'_, PyAny>,
     data: &Bound<'_, PyAny>,
 ) -> PyResult<Option<usize>> {
-    if !window_open(slf) {
+    if !window_open(slf) || fifo.cast::<Fifo>().is_err() || !socket_is_exclusive(slf)? {
         return Ok(None);
     }
     let Some(bytes) = frozen_bytes(data) else {
@@ -215,14 +233,11 @@ pub fn virtual_send(
         return Ok(Some(0));
     }
     let me = slf.get();
-    if !me.st().out_queue.has_room(n)
-        || producer_fifo_of(slf)?.cast::<Fifo>().is_err()
-        || exclusive_fd(slf)?.is_none()
-    {
-        return Ok(None);
-    }
     {
         let mut st = me.st();
+        if !st.out_queue.has_room(n) {
+            return Ok(None);
+        }
         st.out_queue.items.push(bytes.unbind());
         st.out_queue.bytes += n;
     }

@@ -30,10 +30,11 @@ class async_chat(asyncore.dispatcher):
     use_encoding = 0
     encoding = "latin-1"
 
-    # asyncore-rs extension: when pushes may be batched into one send.
-    # "pipelined": replies to requests the peer pipelined (more input already
-    # buffered), sent when the scan reaches the last one; True: every push of a
-    # handler, sent when it returns; False: one send per push, as CPython.
+    # asyncore-rs extension: when initiate_send's send() may be queued (counted
+    # as sent) so that replies share one sendmsg(); everything else stays
+    # CPython's. "pipelined": inside a found_terminator() with more input
+    # buffered behind it; True: inside any event the loop dispatches; False:
+    # never, one send per initiate_send as CPython. See docs/migration.rst.
     ac_batch_output = "pipelined"
 
     ac_in_buffer = _d._rs_ac_in_buffer
