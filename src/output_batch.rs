@@ -38,7 +38,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 
-use crate::dispatcher::{
+use crate::channel::{
     connected, has_builtin, producer_fifo_of, socket_of, Dispatcher, F_CONNECTED, F_FIFO, F_SOCKET,
 };
 use crate::errors::{call_in_except, errno_of, is_disconnect, os_error};
