@@ -31,6 +31,7 @@ mod async_chat;
 
 // layer: loop
 mod interest;
+mod registrations;
 mod loop_state;
 mod loop_cache;
 mod event_loop;

@@ -1,14 +1,19 @@
-//! The link between a channel and the loop state that polls it: a channel
-//! reports interest changes and its own unregistration through it.
+//! The link between a channel and the loop state that polls it.
+//!
+//! A channel holds a `ChannelNotify`; while a loop state polls it, that
+//! points to the loop state's `LoopShared`, through which the channel reports
+//! that its poll interest may have changed (`mark_dirty`) and leaves the
+//! poller before its socket is closed (`unregister`, from `del_channel`).
+//! Uses the poller and fd_map.
 
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use polling::Poller;
 use pyo3::prelude::*;
 
 use crate::fd_map::FdMap;
+use crate::poller::Poller;
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -16,18 +21,52 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Shared between a loop state and the channels registered in it.
 pub struct LoopShared {
-    pub poller: Poller,
-    /// fds of tracked channels whose interest state changed.
-    pub dirty: Mutex<Vec<RawFd>>,
+    poller: Poller,
+    /// fds of channels whose interest state changed.
+    dirty: Mutex<Vec<RawFd>>,
     /// fds whose channel unregistered itself (del_channel) before closing.
-    pub gone: Mutex<Vec<RawFd>>,
-    /// The registered channels. Held here, not in `Reg`, so that a channel's
-    /// `del_channel()` lets go of it at once: a closed channel (and its class)
-    /// is never kept alive by a loop that is not running.
-    pub objs: Mutex<FdMap<Py<PyAny>>>,
+    gone: Mutex<Vec<RawFd>>,
+    /// The registered channels. Held here, not in the registration, so that
+    /// a channel's `del_channel()` lets go of it at once: a closed channel
+    /// (and its class) is never kept alive by a loop that is not running.
+    objs: Mutex<FdMap<Py<PyAny>>>,
 }
 
 impl LoopShared {
+    pub fn new(poller: Poller) -> Self {
+        LoopShared {
+            poller,
+            dirty: Mutex::new(Vec::new()),
+            gone: Mutex::new(Vec::new()),
+            objs: Mutex::new(FdMap::default()),
+        }
+    }
+
+    pub fn poller(&self) -> &Poller {
+        &self.poller
+    }
+
+    /// The fds whose channels reported a change since the last call.
+    pub fn take_dirty(&self) -> Vec<RawFd> {
+        std::mem::take(&mut *lock(&self.dirty))
+    }
+
+    /// The fds whose channels unregistered themselves since the last call.
+    pub fn take_gone(&self) -> Vec<RawFd> {
+        std::mem::take(&mut *lock(&self.gone))
+    }
+
+    /// The channels held at `fds` (one lock for all of them).
+    pub fn objs_at(
+        &self,
+        py: Python<'_>,
+        fds: impl Iterator<Item = RawFd>,
+    ) -> Vec<(RawFd, Py<PyAny>)> {
+        let objs = lock(&self.objs);
+        fds.filter_map(|fd| objs.get(&fd).map(|o| (fd, o.clone_ref(py))))
+            .collect()
+    }
+
     pub fn obj(&self, py: Python<'_>, fd: RawFd) -> Option<Py<PyAny>> {
         lock(&self.objs).get(&fd).map(|o| o.clone_ref(py))
     }
@@ -47,7 +86,7 @@ impl LoopShared {
 /// A channel's link to the loop that polls it.
 #[derive(Default)]
 pub struct ChannelNotify {
-    pub dirty: AtomicBool,
+    dirty: AtomicBool,
     sink: Mutex<Option<(Arc<LoopShared>, RawFd)>>,
 }
 
@@ -66,11 +105,15 @@ impl ChannelNotify {
     pub fn unregister(&self) {
         let taken = lock(&self.sink).take();
         if let Some((shared, fd)) = taken {
-            // SAFETY: fd is the channel's registered, still-open descriptor.
-            let _ = shared.poller.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+            shared.poller.unwatch(fd);
             lock(&shared.gone).push(fd);
             shared.release(fd);
         }
+    }
+
+    /// The loop state has re-read the channel's interest.
+    pub fn clear_dirty(&self) {
+        self.dirty.store(false, Ordering::Relaxed);
     }
 
     pub fn attach(&self, shared: &Arc<LoopShared>, fd: RawFd) {
