@@ -43,6 +43,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<channel::Dispatcher>()?;
     m.add_class::<fifo::Fifo>()?;
     m.add_class::<fifo::SimpleProducer>()?;
+    m.add_class::<socket_map::ChangeLog>()?;
     m.add_function(wrap_pyfunction!(module_state::bind_asyncore, m)?)?;
     m.add_function(wrap_pyfunction!(event_loop::loop_, m)?)?;
     m.add_function(wrap_pyfunction!(event_loop::poll, m)?)?;

@@ -16,16 +16,17 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt, PyList};
+use pyo3::types::{PyDict, PyInt};
 
 use crate::channel::Dispatcher;
 use crate::fd_map::{FdHash, FdSet};
 use crate::interest::{interest, trackable, tracked_interest, Mode};
 use crate::registrations::{Refresh, Registrations};
+use crate::socket_map::{ChangeLog, Changes};
 
 pub enum MapKind {
-    /// Our `SocketMap`: it lists the keys written since the last pass.
-    Tracked(Py<PyList>),
+    /// Our `SocketMap`: its change log lists the keys written since the last pass.
+    Logged(Py<ChangeLog>),
     /// A dict: compared entry by entry with the last pass (pointer equality).
     Dict,
     /// Any other mapping: re-read in full every pass.
@@ -59,16 +60,16 @@ impl LoopState {
     ) -> PyResult<Self> {
         let kind = if map
             .get_type()
-            .hasattr(intern!(py, "_asyncore_rs_tracked"))?
+            .hasattr(intern!(py, "_asyncore_rs_change_log"))?
         {
-            let touched = map.getattr(intern!(py, "_touched"))?;
-            MapKind::Tracked(touched.cast_into::<PyList>()?.unbind())
+            let changes = map.getattr(intern!(py, "_changes"))?;
+            MapKind::Logged(changes.cast_into::<ChangeLog>()?.unbind())
         } else if map.is_instance_of::<PyDict>() {
             MapKind::Dict
         } else {
             MapKind::Other
         };
-        let plain_get = matches!(kind, MapKind::Tracked(_)) || map.is_exact_instance_of::<PyDict>();
+        let plain_get = matches!(kind, MapKind::Logged(_)) || map.is_exact_instance_of::<PyDict>();
         Ok(LoopState {
             map: map.clone().unbind(),
             kind,
@@ -128,21 +129,16 @@ impl LoopState {
     /// written keys are examined here directly.
     fn membership_changed(&mut self, py: Python<'_>, map: &Bound<'_, PyAny>) -> PyResult<bool> {
         match &self.kind {
-            MapKind::Tracked(touched) => {
-                let touched = touched.bind(py).clone();
-                if touched.is_empty() {
-                    return Ok(false);
+            MapKind::Logged(changes) => match changes.get().take() {
+                Changes::Nothing => Ok(false),
+                Changes::Everything => Ok(true),
+                Changes::Keys(keys) => {
+                    for key in keys {
+                        self.examine(py, map, key.bind(py), false)?;
+                    }
+                    Ok(false)
                 }
-                let keys: Vec<Bound<PyAny>> = touched.iter().collect();
-                touched.del_slice(0, keys.len())?;
-                if keys.iter().any(|k| k.is(map)) {
-                    return Ok(true);
-                }
-                for key in keys {
-                    self.examine(py, map, &key, false)?;
-                }
-                Ok(false)
-            }
+            },
             MapKind::Dict => Ok(!self.dict_unchanged(map)),
             MapKind::Other => Ok(true),
         }
@@ -170,9 +166,8 @@ impl LoopState {
     }
 
     fn full_resync(&mut self, py: Python<'_>, map: &Bound<'_, PyAny>) -> PyResult<()> {
-        if let MapKind::Tracked(touched) = &self.kind {
-            let touched = touched.bind(py);
-            touched.del_slice(0, touched.len())?;
+        if let MapKind::Logged(changes) = &self.kind {
+            drop(changes.get().take());
         }
         let items: Vec<(Bound<PyAny>, Bound<PyAny>)> = map
             .call_method0(intern!(py, "items"))?
