@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "src/ layering (every crate:: reference points down; tools/check_layers.py)"
+python tools/check_layers.py
+
 step "Rust: format, lints (clippy pedantic), unit tests"
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings

@@ -12,10 +12,12 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
 
-use crate::dispatcher::{
-    connected, dispatcher_send, has_builtin, int_setting, plain_size_setting, producer_fifo_of,
-    set_producer_fifo, socket_of, Dispatcher, State, F_CONNECTED, F_FIFO, F_INBUF,
+use crate::channel::{
+    connected, field, has_builtin, int_setting, plain_size_setting, producer_fifo_of,
+    set_producer_fifo, socket_of, store_producer_fifo, Dispatcher, State, F_CONNECTED, F_FIFO,
+    F_INBUF,
 };
+use crate::dispatcher::{dispatcher_init, dispatcher_send};
 use crate::errors::{call_in_except, errno_of, is_disconnect};
 use crate::fifo::{self, Fifo};
 use crate::output_batch;
@@ -394,7 +396,7 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
         for i in starts.try_iter()? {
             let i = i?;
             let end = i.add(&sabs)?;
-            let part = data.get_item(crate::dispatcher::make_slice(py, &i, &end)?)?;
+            let part = data.get_item(crate::pyobj::make_slice(py, &i, &end)?)?;
             crate::fifo::append(&fifo, &part)?;
         }
     }
@@ -509,7 +511,7 @@ pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
         };
         if num_sent.is_truthy()? {
             if less_than_len(&num_sent, &data)? || less_than_len(&obs, &first)? {
-                let rest = crate::dispatcher::slice_from(&first, &num_sent)?;
+                let rest = crate::pyobj::slice_from(&first, &num_sent)?;
                 fifo::set_first(&fifo, &rest)?;
             } else {
                 fifo::del_first(&fifo)?;
@@ -571,7 +573,7 @@ fn head<'py>(first: &Bound<'py, PyAny>, obs: &Bound<'py, PyAny>) -> PyResult<Bou
         }
     }
     let py = first.py();
-    first.get_item(crate::dispatcher::make_slice(
+    first.get_item(crate::pyobj::make_slice(
         py,
         &py.None().into_bound(py),
         obs,
@@ -600,7 +602,7 @@ pub fn find_prefix_at_end<'py>(
     let none = py.None().into_bound(py);
     while l != 0 {
         let stop = l.into_pyobject(py)?.into_any();
-        let prefix = needle.get_item(crate::dispatcher::make_slice(py, &none, &stop)?)?;
+        let prefix = needle.get_item(crate::pyobj::make_slice(py, &none, &stop)?)?;
         if haystack
             .call_method1(intern!(py, "endswith"), (prefix,))?
             .is_truthy()?
@@ -610,4 +612,113 @@ pub fn find_prefix_at_end<'py>(
         l -= 1;
     }
     Ok(l.into_pyobject(py)?.into_any())
+}
+
+// ------------------------------------------------------- Python methods
+
+#[pymethods]
+impl Dispatcher {
+    #[getter(_rs_ac_in_buffer)]
+    fn get_ac_in_buffer<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.st().in_data())
+    }
+    #[setter(_rs_ac_in_buffer)]
+    fn set_ac_in_buffer(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = bytes_like(v)?;
+        self.st().set_in_data(&bytes);
+        Ok(())
+    }
+    #[getter(_rs_producer_fifo)]
+    fn get_producer_fifo(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        field(slf, |st| st.producer_fifo.as_ref(), "producer_fifo").map(Bound::unbind)
+    }
+    #[setter(_rs_producer_fifo)]
+    fn set_producer_fifo_attr(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) {
+        store_producer_fifo(slf.get(), v);
+    }
+
+    // ---- async_chat ----
+    #[pyo3(signature = (sock=None, map=None))]
+    fn _ac_init(
+        slf: &Bound<'_, Self>,
+        sock: Option<&Bound<'_, PyAny>>,
+        map: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        init(slf)?;
+        dispatcher_init(slf, sock, map)
+    }
+    fn _ac_collect_incoming_data(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let _ = data;
+        Err(pyo3::exceptions::PyNotImplementedError::new_err(
+            "must be implemented in subclass",
+        ))
+    }
+    fn _ac_found_terminator(&self) -> PyResult<()> {
+        Err(pyo3::exceptions::PyNotImplementedError::new_err(
+            "must be implemented in subclass",
+        ))
+    }
+    #[pyo3(name = "_ac__collect_incoming_data")]
+    fn ac_private_collect_incoming_data(
+        slf: &Bound<'_, Self>,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let incoming = slf.getattr(intern!(slf.py(), "incoming"))?;
+        crate::calls::call_method1(&incoming, intern!(slf.py(), "append"), data)?;
+        Ok(())
+    }
+    #[pyo3(name = "_ac__get_data")]
+    fn ac_private_get_data<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        get_data(slf)
+    }
+    fn _ac_set_terminator(slf: &Bound<'_, Self>, term: &Bound<'_, PyAny>) -> PyResult<()> {
+        set_terminator(slf, term)
+    }
+    fn _ac_get_terminator<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        slf.getattr(intern!(slf.py(), "terminator"))
+    }
+    fn _ac_handle_read(slf: &Bound<'_, Self>) -> PyResult<()> {
+        handle_read(slf)
+    }
+    fn _ac_handle_write(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.call_method0(intern!(slf.py(), "initiate_send"))?;
+        Ok(())
+    }
+    fn _ac_handle_close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        slf.call_method0(intern!(slf.py(), "close"))?;
+        Ok(())
+    }
+    fn _ac_push(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        push(slf, data)
+    }
+    fn _ac_push_with_producer(slf: &Bound<'_, Self>, producer: &Bound<'_, PyAny>) -> PyResult<()> {
+        crate::fifo::append(&producer_fifo_of(slf)?, producer)?;
+        slf.call_method0(intern!(slf.py(), "initiate_send"))?;
+        Ok(())
+    }
+    fn _ac_readable(&self) -> i32 {
+        1
+    }
+    fn _ac_writable<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let fifo = producer_fifo_of(slf)?;
+        if fifo.is_truthy()? {
+            return Ok(fifo);
+        }
+        Ok((!connected(slf)?)
+            .into_pyobject(slf.py())?
+            .to_owned()
+            .into_any())
+    }
+    fn _ac_close_when_done(slf: &Bound<'_, Self>) -> PyResult<()> {
+        crate::fifo::append(
+            &producer_fifo_of(slf)?,
+            &slf.py().None().into_bound(slf.py()),
+        )
+    }
+    fn _ac_initiate_send(slf: &Bound<'_, Self>) -> PyResult<()> {
+        initiate_send(slf)
+    }
+    fn _ac_discard_buffers(slf: &Bound<'_, Self>) -> PyResult<()> {
+        discard_buffers(slf)
+    }
 }

@@ -15,9 +15,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
-use crate::dispatcher::make_slice;
-
-use crate::event_loop::ChannelNotify;
+use crate::link::ChannelNotify;
+use crate::pyobj::make_slice;
 
 #[pyclass(frozen, subclass, dict, weakref, module = "asynchat", name = "fifo")]
 pub struct Fifo {
@@ -212,7 +211,7 @@ pub struct SimpleProducer {
 #[pymethods]
 impl SimpleProducer {
     #[new]
-    #[pyo3(signature = (data, buffer_size = crate::dispatcher::py_int(512)), text_signature = "(data, buffer_size=512)")]
+    #[pyo3(signature = (data, buffer_size = crate::pyobj::py_int(512)), text_signature = "(data, buffer_size=512)")]
     fn new(data: Py<PyAny>, buffer_size: Py<PyAny>) -> Self {
         SimpleProducer { data, buffer_size }
     }

@@ -48,27 +48,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
 
-use crate::dispatcher::{producer_fifo_of, socket_of, Dispatcher};
+use crate::channel::{producer_fifo_of, socket_of, Dispatcher};
 use crate::errors::{call_in_except, is_disconnect, os_error};
 use crate::fifo::Fifo;
 use crate::sockio::{last_errno, plain_fd};
-
-/// Most items and bytes one `sendmsg()` gathers (Linux's UIO_MAXIOV is 1024).
-const MAX_IOV: usize = 1024;
-const MAX_BYTES: usize = 256 * 1024;
-
-/// The channel's queue of virtually sent data: exact bytes objects, in order.
-#[derive(Default)]
-pub struct OutQueue {
-    items: Vec<Py<PyBytes>>,
-    bytes: usize,
-}
-
-impl OutQueue {
-    fn has_room(&self, n: usize) -> bool {
-        self.items.len() < MAX_IOV && self.bytes + n <= MAX_BYTES
-    }
-}
 
 #[derive(Default)]
 struct Dispatch {

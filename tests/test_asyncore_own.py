@@ -800,6 +800,100 @@ def test_socket_map_is_a_dict():
     assert isinstance(asyncore.socket_map, dict)
 
 
+# SocketMap (asyncore-rs's type of socket_map) logs the keys written to it, and the
+# loop re-reads only those. Writes to many keys at once, and more than 1024 keys
+# written between two passes, make the log say "re-read everything" instead.
+needs_socket_map = pytest.mark.skipif(IMPL != "rs", reason="SocketMap is asyncore-rs's")
+
+
+class StandIn(Recorder):
+    """A channel object with no socket of its own, put in the map at another's fd."""
+
+    def handle_read(self):
+        self.events.append(("read",))
+
+
+def replaced_channel(m, peers, use_poll):
+    """A channel registered by one pass, and the object that is to replace it."""
+    old, peer = make_pair(m, peers)
+    pump(m, use_poll, lambda: False, passes=1)
+    return old, peer, StandIn(map={})
+
+
+def served_after_replacement(m, use_poll, old, peer, new):
+    """Whether the next passes send the fd's events to `new`, never to `old`."""
+    peer.send(b"x")
+    served = pump(m, use_poll, lambda: new.events)
+    old.close()
+    asyncore.close_all(m, ignore_all=True)
+    return served and old.events == []
+
+
+@needs_socket_map
+@pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
+def test_socket_map_over_1024_keys_between_passes(use_poll, peers):
+    m = asyncore.SocketMap()
+    old, peer, new = replaced_channel(m, peers, use_poll)
+    fd = old._fileno
+    for i in range(1100):
+        m[fd] = new if i % 2 else old  # ends with `new`
+    assert m._changes.everything and len(m._changes) == 0
+    assert served_after_replacement(m, use_poll, old, peer, new)
+
+
+@needs_socket_map
+@pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
+def test_socket_map_over_1024_add_channel_calls_between_passes(use_poll, peers):
+    # add_channel writes from Rust, into the same log.
+    m = asyncore.SocketMap()
+    d, p = make_pair(m, peers)
+    assert len(m._changes) == 1
+    for _ in range(1100):
+        d.add_channel()
+    assert m._changes.everything and len(m._changes) == 0
+    p.sendall(b"abc")
+    assert pump(m, use_poll, lambda: d.events)
+    assert d.events == [("read", b"abc")]
+    asyncore.close_all(m, ignore_all=True)
+
+
+@needs_socket_map
+@pytest.mark.parametrize("op", ["update", "ior", "clear", "popitem"])
+@pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])
+def test_socket_map_writes_to_many_keys(op, use_poll, peers):
+    m = asyncore.SocketMap()
+    old, peer, new = replaced_channel(m, peers, use_poll)
+    fd = old._fileno
+    if op == "update":
+        m.update({fd: new})
+    elif op == "ior":
+        m |= {fd: new}
+    else:
+        getattr(m, op)()
+        # Unlogged, so only the "everything" note of clear()/popitem() shows it.
+        dict.__setitem__(m, fd, new)
+    assert m._changes.everything
+    assert served_after_replacement(m, use_poll, old, peer, new)
+
+
+@needs_socket_map
+def test_socket_map_log_stays_bounded_without_a_loop():
+    m = asyncore.SocketMap()
+    for i in range(5000):
+        m[i] = None
+        m.update({})
+        del m[i]
+    assert len(m._changes) == 0 and m._changes.everything
+    m2 = asyncore.SocketMap()
+    for i in range(5000):
+        m2[i % 7] = None
+    assert len(m2._changes) == 0 and m2._changes.everything
+    m3 = asyncore.SocketMap()
+    for i in range(1025):
+        m3[i] = None
+    assert len(m3._changes) == 1025 and not m3._changes.everything
+
+
 class RecordingMap(dict):
     def __init__(self):
         dict.__init__(self)

@@ -36,53 +36,45 @@ class SocketMap(dict):
     """The type of ``socket_map``: a dict that tells the Rust loop which keys
     were written, so a pass costs what changed, not what is in the map."""
 
-    __slots__ = ("_touched", "__weakref__")
-    _asyncore_rs_tracked = True
+    # The change log (src/socket_map.rs) is the one place that decides what
+    # the loop re-reads; add_channel/del_channel note their writes there too.
+    __slots__ = ("_changes", "__weakref__")
+    _asyncore_rs_change_log = True
 
     def __init__(self, *args, **kwargs):
-        self._touched = []
+        self._changes = _core._ChangeLog()
         super().__init__(*args, **kwargs)
-
-    def _note(self, key):
-        # src/dispatcher.rs map_write() does the same for add/del_channel.
-        touched = self._touched
-        if len(touched) > 1024:
-            # Nobody polls this map: keep one "re-read everything" mark.
-            touched.clear()
-            touched.append(self)
-        else:
-            touched.append(key)
 
     def __setitem__(self, key, value):
         dict.__setitem__(self, key, value)
-        self._note(key)
+        self._changes.note(key)
 
     def __delitem__(self, key):
         dict.__delitem__(self, key)
-        self._note(key)
+        self._changes.note(key)
 
     def pop(self, key, /, *default):
-        self._note(key)
+        self._changes.note(key)
         return dict.pop(self, key, *default)
 
     def setdefault(self, key, default=None, /):
-        self._note(key)
+        self._changes.note(key)
         return dict.setdefault(self, key, default)
 
     def popitem(self):
-        self._touched.append(self)
+        self._changes.note_all()
         return dict.popitem(self)
 
     def clear(self):
-        self._touched.append(self)
+        self._changes.note_all()
         dict.clear(self)
 
     def update(self, *args, **kwargs):
-        self._touched.append(self)
+        self._changes.note_all()
         dict.update(self, *args, **kwargs)
 
     def __ior__(self, other):
-        self._touched.append(self)
+        self._changes.note_all()
         return dict.__ior__(self, other)
 
     def __reduce__(self):

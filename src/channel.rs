@@ -1,0 +1,558 @@
+//! The channel object: `dispatcher`'s Rust layout, shared by every channel
+//! class, its Rust-held state and the accessors that read it.
+//!
+//! State that decides a channel's poll interest (`connected`, `accepting`,
+//! `out_buffer`, `producer_fifo`) lives in Rust behind data descriptors, so the
+//! event loop learns of every change without asking Python each pass. State
+//! nothing in Rust needs stays in the instance `__dict__`, as in CPython.
+
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString, PyType, PyWeakrefReference};
+
+use crate::fifo::Fifo;
+use crate::link::ChannelNotify;
+
+/// Attributes whose Rust field is authoritative unless a subclass shadows the
+/// descriptor with a class attribute (then Python attribute lookup is used).
+pub const F_CONNECTED: u16 = 1;
+pub const F_ACCEPTING: u16 = 2;
+pub const F_CONNECTING: u16 = 4;
+pub const F_SOCKET: u16 = 8;
+pub const F_FILENO: u16 = 16;
+pub const F_OUT: u16 = 32;
+pub const F_INBUF: u16 = 64;
+pub const F_FIFO: u16 = 128;
+/// The instance `__dict__` pointer is at `dispatcher`'s `tp_dictoffset`.
+const F_DICTPTR: u16 = 256;
+const F_KNOWN: u16 = 0x8000;
+
+#[derive(Default)]
+pub struct State {
+    pub connected: bool,
+    pub accepting: bool,
+    pub connecting: bool,
+    pub socket: Option<Py<PyAny>>,
+    pub fileno: Option<Py<PyAny>>,
+    /// `dispatcher_with_send.out_buffer`.
+    pub out_buffer: Option<Py<PyAny>>,
+    /// `async_chat.ac_in_buffer` is `in_buf[in_start..]`.
+    pub in_buf: Vec<u8>,
+    pub in_start: usize,
+    /// Set while asynchat calls `collect_incoming_data`; see async_chat.rs.
+    pub in_callback: bool,
+    pub in_stash: Option<(Vec<u8>, usize)>,
+    pub producer_fifo: Option<Py<PyAny>>,
+    /// async_chat's virtually sent data (see output_batch.rs).
+    pub out_queue: OutQueue,
+}
+
+/// The channel's queue of virtually sent data (output_batch.rs): exact bytes
+/// objects, in order, and their total size.
+#[derive(Default)]
+pub struct OutQueue {
+    pub items: Vec<Py<PyBytes>>,
+    pub bytes: usize,
+}
+
+/// Most items and bytes one `sendmsg()` gathers (Linux's UIO_MAXIOV is 1024).
+const MAX_IOV: usize = 1024;
+const MAX_BYTES: usize = 256 * 1024;
+
+impl OutQueue {
+    /// Whether `n` more bytes fit in one `sendmsg()`.
+    pub fn has_room(&self, n: usize) -> bool {
+        self.items.len() < MAX_IOV && self.bytes + n <= MAX_BYTES
+    }
+}
+
+impl State {
+    pub fn in_data(&self) -> &[u8] {
+        &self.in_buf[self.in_start..]
+    }
+
+    pub fn set_in_data(&mut self, data: &[u8]) {
+        if self.in_callback && self.in_stash.is_none() {
+            let old = std::mem::take(&mut self.in_buf);
+            self.in_stash = Some((old, self.in_start));
+        }
+        self.in_buf.clear();
+        self.in_buf.extend_from_slice(data);
+        self.in_start = 0;
+    }
+}
+
+#[pyclass(
+    frozen,
+    subclass,
+    dict,
+    weakref,
+    module = "asyncore",
+    name = "dispatcher"
+)]
+pub struct Dispatcher {
+    st: Mutex<State>,
+    pub notify: Arc<ChannelNotify>,
+    direct: AtomicU16,
+    /// `State::out_queue` holds data (see output_batch.rs).
+    pub queued: AtomicBool,
+    /// The socket object last seen plain and open (see output_batch.rs).
+    pub sock_seen: AtomicUsize,
+    /// `output_batch::BatchMode` as u8; 0 until first needed.
+    pub batch_mode: AtomicU8,
+    /// Inside a `found_terminator()` with more input buffered behind it.
+    pub pipelined: AtomicBool,
+}
+
+impl Dispatcher {
+    /// A channel with no state yet (`dispatcher.__new__`).
+    pub fn new_empty() -> Self {
+        Dispatcher {
+            st: Mutex::new(State::default()),
+            notify: Arc::new(ChannelNotify::default()),
+            direct: AtomicU16::new(0),
+            queued: AtomicBool::new(false),
+            sock_seen: AtomicUsize::new(0),
+            batch_mode: AtomicU8::new(0),
+            pipelined: AtomicBool::new(false),
+        }
+    }
+
+    /// Sets a boolean state field; if it changed and the channel's interest
+    /// depends on it, tells the loop.
+    pub fn store_flag(
+        &self,
+        pick: impl FnOnce(&mut State) -> &mut bool,
+        value: bool,
+        interest: bool,
+    ) {
+        let changed = std::mem::replace(pick(&mut self.st()), value) != value;
+        if changed && interest {
+            self.notify.mark_dirty();
+        }
+    }
+
+    pub fn st(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the Rust fields behind `flag` (one or more bits) are all
+    /// authoritative for this object.
+    pub fn is_direct(slf: &Bound<'_, Self>, flag: u16) -> bool {
+        let me = slf.get();
+        let mut mask = me.direct.load(Ordering::Relaxed);
+        if mask & F_KNOWN == 0 {
+            mask = direct_mask(slf.py(), &slf.get_type()) | F_KNOWN;
+            me.direct.store(mask, Ordering::Relaxed);
+        }
+        mask & flag == flag
+    }
+}
+
+/// Which of our descriptors `ty` still resolves to (not shadowed by a subclass
+/// class attribute). Computed once per object, by walking the MRO's class
+/// dicts: no AttributeError is raised and no class is kept alive.
+fn direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
+    // Cached per class through a weak reference: classes made at run time
+    // still die with their last instance.
+    type Cache = Vec<(usize, Py<PyWeakrefReference>, u16)>;
+    static CACHE: Mutex<Cache> = Mutex::new(Vec::new());
+    let key = ty.as_ptr() as usize;
+    {
+        let cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, r, m)) = cache.iter().rev().find(|(k, _, _)| *k == key) {
+            if r.bind(py).upgrade().is_some_and(|t| t.is(ty)) {
+                return *m;
+            }
+        }
+    }
+    let mask = compute_direct_mask(py, ty);
+    if let Ok(r) = PyWeakrefReference::new(ty) {
+        let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.retain(|(k, r, _)| *k != key && r.bind(py).upgrade().is_some());
+        cache.push((key, r.unbind(), mask));
+    }
+    mask
+}
+
+fn compute_direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
+    let base_dict = py.get_type::<Dispatcher>().getattr(intern!(py, "__dict__"));
+    let mro = ty.getattr(intern!(py, "__mro__"));
+    let (Ok(base_dict), Ok(mro)) = (base_dict, mro) else {
+        return 0;
+    };
+    let dicts: Vec<Bound<PyAny>> = mro
+        .try_iter()
+        .map(|it| {
+            it.filter_map(|k| k.and_then(|k| k.getattr(intern!(py, "__dict__"))).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut mask = dict_at_base_offset(py, ty);
+    for (flag, public, private) in descriptor_names(py) {
+        let Ok(ours) = base_dict.get_item(private) else {
+            continue;
+        };
+        // The first class in the MRO that defines the name decides.
+        let seen = dicts
+            .iter()
+            .find(|d| d.contains(&public).unwrap_or(false))
+            .and_then(|d| d.get_item(&public).ok());
+        if seen.is_none_or(|v| v.is(&ours)) {
+            mask |= flag;
+        }
+    }
+    mask
+}
+
+/// Byte offset of the instance dict pointer in our object layout
+/// (`dispatcher.__dictoffset__`, pyo3's `dict` slot); 0 until known.
+static DICT_OFFSET: AtomicUsize = AtomicUsize::new(0);
+
+/// `F_DICTPTR` if `ty` keeps the instance dict where `dispatcher` does. A
+/// Python subclass of a class with a dict slot inherits its tp_dictoffset; we
+/// check rather than assume.
+fn dict_at_base_offset(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
+    let offset = |t: &Bound<'_, PyType>| {
+        t.getattr(intern!(py, "__dictoffset__"))
+            .and_then(|v| v.extract::<isize>())
+            .unwrap_or(0)
+    };
+    let base = offset(&py.get_type::<Dispatcher>());
+    match usize::try_from(base) {
+        Ok(b) if b > 0 && offset(ty) == base => {
+            DICT_OFFSET.store(b, Ordering::Relaxed);
+            F_DICTPTR
+        }
+        _ => 0,
+    }
+}
+
+/// The instance dict slot of `obj`: Some(NULL) when it has no dict yet, None
+/// when its class keeps the dict elsewhere (then ask `obj.__dict__`).
+fn instance_dict_ptr(obj: &Bound<'_, Dispatcher>) -> Option<*mut pyo3::ffi::PyObject> {
+    let offset = DICT_OFFSET.load(Ordering::Relaxed);
+    if offset == 0 || !Dispatcher::is_direct(obj, F_DICTPTR) {
+        return None;
+    }
+    // SAFETY: `offset` is this object's tp_dictoffset (checked for its class
+    // in direct_mask), where CPython keeps the dict pointer or NULL.
+    Some(unsafe {
+        obj.as_ptr()
+            .cast::<u8>()
+            .add(offset)
+            .cast::<*mut pyo3::ffi::PyObject>()
+            .read_unaligned()
+    })
+}
+
+/// Whether the instance dict of `obj` has the key `name` (an exact str).
+fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) -> bool {
+    let py = obj.py();
+    if let Some(dict) = instance_dict_ptr(obj) {
+        if dict.is_null() {
+            return false;
+        }
+        // SAFETY: a non-NULL dict slot holds a dict; the GIL is held.
+        return match unsafe { pyo3::ffi::PyDict_Contains(dict, name.as_ptr()) } {
+            0 => false,
+            1 => true,
+            _ => {
+                drop(PyErr::take(py));
+                true // can't tell: assume an override
+            }
+        };
+    }
+    match obj.getattr(intern!(py, "__dict__")) {
+        Ok(d) => d
+            .cast::<PyDict>()
+            .is_ok_and(|d| d.contains(name).unwrap_or(true)),
+        Err(_) => false,
+    }
+}
+
+/// Where `obj.<name>` is, when reading it runs no Python code: the class
+/// attribute is an exact int (never a descriptor), so the instance dict's
+/// value wins, else the class's, as CPython's generic getattr decides. None
+/// when only getattr can tell. A borrowed pointer, used at once.
+fn plain_setting_ptr(
+    obj: &Bound<'_, Dispatcher>,
+    name: &Bound<'_, PyString>,
+) -> Option<*mut pyo3::ffi::PyObject> {
+    let in_class = crate::calls::class_attr_ptr(&obj.get_type(), name);
+    // SAFETY: a non-NULL class attribute is a live object the class holds.
+    if in_class.is_null() || unsafe { pyo3::ffi::PyLong_CheckExact(in_class) } == 0 {
+        return None;
+    }
+    let dict = instance_dict_ptr(obj)?;
+    if dict.is_null() {
+        return Some(in_class);
+    }
+    // SAFETY: a non-NULL slot holds a dict; the GIL is held; the result is a
+    // borrowed reference or NULL (with an error set only on failure).
+    let own = unsafe { pyo3::ffi::PyDict_GetItemWithError(dict, name.as_ptr()) };
+    if !own.is_null() {
+        return Some(own);
+    }
+    match PyErr::take(obj.py()) {
+        None => Some(in_class),
+        Some(_) => None, // getattr will raise it again
+    }
+}
+
+/// `obj.<name>` for an int setting such as `ac_out_buffer_size`, without a
+/// getattr call when reading it runs no Python code.
+pub fn int_setting<'py>(
+    obj: &Bound<'py, Dispatcher>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match plain_setting_ptr(obj, name) {
+        // SAFETY: a live object the dict or the class holds; made owned here.
+        Some(p) => Ok(unsafe { Bound::from_borrowed_ptr(obj.py(), p) }),
+        None => obj.getattr(name),
+    }
+}
+
+/// `obj.<name>` as a size, when it is a non-negative int that reading ran no
+/// Python code to find (see plain_setting_ptr).
+pub fn plain_size_setting(
+    obj: &Bound<'_, Dispatcher>,
+    name: &Bound<'_, PyString>,
+) -> Option<usize> {
+    let p = plain_setting_ptr(obj, name)?;
+    // SAFETY: a live object; PyLong_AsSsize_t on an exact int sets an error
+    // only on overflow, which we clear.
+    unsafe {
+        if pyo3::ffi::PyLong_CheckExact(p) == 0 {
+            return None;
+        }
+        let v = pyo3::ffi::PyLong_AsSsize_t(p);
+        if v == -1 {
+            drop(PyErr::take(obj.py()));
+        }
+        usize::try_from(v).ok()
+    }
+}
+
+/// (flag, public name, name on `dispatcher`) of each Rust-backed attribute.
+fn descriptor_names(py: Python<'_>) -> [(u16, Bound<'_, PyString>, Bound<'_, PyString>); 8] {
+    [
+        (
+            F_CONNECTED,
+            intern!(py, "connected").clone(),
+            intern!(py, "connected").clone(),
+        ),
+        (
+            F_ACCEPTING,
+            intern!(py, "accepting").clone(),
+            intern!(py, "accepting").clone(),
+        ),
+        (
+            F_CONNECTING,
+            intern!(py, "connecting").clone(),
+            intern!(py, "connecting").clone(),
+        ),
+        (
+            F_SOCKET,
+            intern!(py, "socket").clone(),
+            intern!(py, "socket").clone(),
+        ),
+        (
+            F_FILENO,
+            intern!(py, "_fileno").clone(),
+            intern!(py, "_fileno").clone(),
+        ),
+        (
+            F_OUT,
+            intern!(py, "out_buffer").clone(),
+            intern!(py, "_rs_out_buffer").clone(),
+        ),
+        (
+            F_INBUF,
+            intern!(py, "ac_in_buffer").clone(),
+            intern!(py, "_rs_ac_in_buffer").clone(),
+        ),
+        (
+            F_FIFO,
+            intern!(py, "producer_fifo").clone(),
+            intern!(py, "_rs_producer_fifo").clone(),
+        ),
+    ]
+}
+
+macro_rules! bool_attr {
+    ($get:ident, $set:ident, $flag:expr, $field:ident, $name:literal, $interest:expr) => {
+        pub fn $get(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
+            if Dispatcher::is_direct(slf, $flag) {
+                Ok(slf.get().st().$field)
+            } else {
+                slf.getattr(intern!(slf.py(), $name))?.is_truthy()
+            }
+        }
+
+        pub fn $set(slf: &Bound<'_, Dispatcher>, value: bool) -> PyResult<()> {
+            if Dispatcher::is_direct(slf, $flag) {
+                slf.get().store_flag(|st| &mut st.$field, value, $interest);
+                Ok(())
+            } else {
+                slf.setattr(intern!(slf.py(), $name), value)
+            }
+        }
+    };
+}
+
+bool_attr!(
+    connected,
+    set_connected,
+    F_CONNECTED,
+    connected,
+    "connected",
+    true
+);
+bool_attr!(
+    accepting,
+    set_accepting,
+    F_ACCEPTING,
+    accepting,
+    "accepting",
+    true
+);
+bool_attr!(
+    connecting,
+    set_connecting,
+    F_CONNECTING,
+    connecting,
+    "connecting",
+    false
+);
+
+/// A Rust-held attribute, or AttributeError while it is unset (as before
+/// CPython's `__init__` assigns it).
+pub fn field<'py>(
+    slf: &Bound<'py, Dispatcher>,
+    pick: impl FnOnce(&State) -> Option<&Py<PyAny>>,
+    name: impl std::fmt::Display,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    match pick(&slf.get().st()) {
+        Some(v) => Ok(v.bind(py).clone()),
+        None => Err(missing_attr(slf, name)),
+    }
+}
+
+/// `self.<name>`: the Rust field, or Python lookup when a subclass shadows it.
+fn field_or_attr<'py>(
+    slf: &Bound<'py, Dispatcher>,
+    flag: u16,
+    pick: impl FnOnce(&State) -> Option<&Py<PyAny>>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if Dispatcher::is_direct(slf, flag) {
+        // The name is formatted only for the error (a hot path: no String here).
+        field(slf, pick, name)
+    } else {
+        slf.getattr(name)
+    }
+}
+
+/// `self.socket`.
+pub fn socket_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
+    field_or_attr(
+        slf,
+        F_SOCKET,
+        |st| st.socket.as_ref(),
+        intern!(slf.py(), "socket"),
+    )
+}
+
+/// `self.out_buffer`.
+pub fn out_buffer_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
+    field_or_attr(
+        slf,
+        F_OUT,
+        |st| st.out_buffer.as_ref(),
+        intern!(slf.py(), "out_buffer"),
+    )
+}
+
+pub fn set_out_buffer(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    if Dispatcher::is_direct(slf, F_OUT) {
+        store_out_buffer(slf.get(), value);
+        Ok(())
+    } else {
+        slf.setattr(intern!(slf.py(), "out_buffer"), value)
+    }
+}
+
+pub fn store_out_buffer(me: &Dispatcher, value: &Bound<'_, PyAny>) {
+    let is_empty = |o: &Bound<'_, PyAny>| o.len().is_ok_and(|n| n == 0);
+    let now_empty = is_empty(value);
+    let old = me.st().out_buffer.replace(value.clone().unbind());
+    let was_empty = old.is_none_or(|o| is_empty(o.bind(value.py())));
+    if was_empty != now_empty {
+        me.notify.mark_dirty();
+    }
+}
+
+/// `self.producer_fifo`.
+pub fn producer_fifo_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
+    field_or_attr(
+        slf,
+        F_FIFO,
+        |st| st.producer_fifo.as_ref(),
+        intern!(slf.py(), "producer_fifo"),
+    )
+}
+
+pub fn set_producer_fifo(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    if Dispatcher::is_direct(slf, F_FIFO) {
+        store_producer_fifo(slf.get(), value);
+        Ok(())
+    } else {
+        slf.setattr(intern!(slf.py(), "producer_fifo"), value)
+    }
+}
+
+pub fn store_producer_fifo(me: &Dispatcher, value: &Bound<'_, PyAny>) {
+    if let Ok(f) = value.cast::<Fifo>() {
+        f.get().set_owner(Some(me.notify.clone()));
+    }
+    let old = me.st().producer_fifo.replace(value.clone().unbind());
+    if let Some(old) = old {
+        if let Ok(f) = old.bind(value.py()).cast::<Fifo>() {
+            f.get().set_owner(None);
+        }
+    }
+    me.notify.mark_dirty();
+}
+
+/// CPython's message, naming the object's own class.
+#[cold]
+fn missing_attr(slf: &Bound<'_, Dispatcher>, name: impl std::fmt::Display) -> PyErr {
+    let class = slf
+        .get_type()
+        .name()
+        .map_or_else(|_| "dispatcher".to_owned(), |n| n.to_string());
+    pyo3::exceptions::PyAttributeError::new_err(format!(
+        "'{class}' object has no attribute '{name}'"
+    ))
+}
+
+/// Whether `obj.<public>` resolves to our Rust method registered as `<private>`
+/// on `dispatcher` (not overridden by a subclass, nor in the instance dict).
+/// The class lookup hits CPython's type attribute cache.
+pub fn has_builtin(
+    obj: &Bound<'_, Dispatcher>,
+    public: &Bound<'_, PyString>,
+    private: &Bound<'_, PyString>,
+) -> bool {
+    let py = obj.py();
+    // Our method object, as `dispatcher` holds it under its private name.
+    let ours = crate::calls::class_attr_ptr(&py.get_type::<Dispatcher>(), private);
+    !ours.is_null()
+        && crate::calls::class_attr_ptr(&obj.get_type(), public) == ours
+        && !instance_dict_has(obj, public)
+}

@@ -1,0 +1,398 @@
+//! The state the loop keeps for one map between passes: the poller, the
+//! registrations, and what it needs to bring them up to date with the map.
+//!
+//! CPython rebuilds the whole poll set every pass, calling `readable()` and
+//! `writable()` on every channel. Here a `LoopState` per map keeps the poller
+//! and its registrations across passes and changes them only where something
+//! changed: map entries written (tracked by `SocketMap`, or found by comparing
+//! a plain dict with the last pass), channels whose interest state changed
+//! (they tell us through `ChannelNotify`), and channels whose `readable()` /
+//! `writable()` are Python overrides (called every pass, as CPython does).
+
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyInt};
+
+use crate::channel::Dispatcher;
+use crate::fd_map::{FdHash, FdSet};
+use crate::interest::{interest, trackable, tracked_interest, Mode};
+use crate::registrations::{Refresh, Registrations};
+use crate::socket_map::{ChangeLog, Changes};
+
+pub enum MapKind {
+    /// Our `SocketMap`: its change log lists the keys written since the last pass.
+    Logged(Py<ChangeLog>),
+    /// A dict: compared entry by entry with the last pass (pointer equality).
+    Dict,
+    /// Any other mapping: re-read in full every pass.
+    Other,
+}
+
+pub struct LoopState {
+    pub map: Py<PyAny>,
+    pub kind: MapKind,
+    /// `map.get(k)` may be done as a C-level dict lookup (see map_get).
+    plain_get: bool,
+    mode: Mode,
+    pub persistent: bool,
+    fresh: bool,
+    regs: Registrations,
+    snapshot: Vec<(usize, usize)>,
+    /// Map entries whose key is no usable fd (None, a str, a negative int):
+    /// select()/poll() only fail on them once their channel wants events.
+    unkeyed: Vec<(Py<PyAny>, Py<PyAny>, u64)>,
+    /// Keys whose channel left the poller during the last pass.
+    recheck: Vec<Py<PyAny>>,
+    pass: u64,
+}
+
+impl LoopState {
+    pub fn new(
+        py: Python<'_>,
+        map: &Bound<'_, PyAny>,
+        mode: Mode,
+        persistent: bool,
+    ) -> PyResult<Self> {
+        let kind = if map
+            .get_type()
+            .hasattr(intern!(py, "_asyncore_rs_change_log"))?
+        {
+            let changes = map.getattr(intern!(py, "_changes"))?;
+            MapKind::Logged(changes.cast_into::<ChangeLog>()?.unbind())
+        } else if map.is_instance_of::<PyDict>() {
+            MapKind::Dict
+        } else {
+            MapKind::Other
+        };
+        let plain_get = matches!(kind, MapKind::Logged(_)) || map.is_exact_instance_of::<PyDict>();
+        Ok(LoopState {
+            map: map.clone().unbind(),
+            kind,
+            plain_get,
+            mode,
+            persistent,
+            fresh: true,
+            regs: Registrations::new(py)?,
+            snapshot: Vec::new(),
+            unkeyed: Vec::new(),
+            recheck: Vec::new(),
+            pass: 0,
+        })
+    }
+
+    // ---------------- bringing registrations up to date
+
+    pub fn sync(&mut self, py: Python<'_>, mode: Mode) -> PyResult<()> {
+        self.pass += 1;
+        let r = self.sync_inner(py, mode);
+        if r.is_err() {
+            self.fresh = true; // start over from the map next time
+        }
+        r
+    }
+
+    fn sync_inner(&mut self, py: Python<'_>, mode: Mode) -> PyResult<()> {
+        let map = self.map.bind(py).clone();
+        if mode != self.mode {
+            self.mode = mode;
+            self.fresh = true;
+        }
+        let full = self.fresh || self.membership_changed(py, &map)?;
+        if full {
+            self.full_resync(py, &map)?;
+            self.fresh = false;
+        }
+        self.settle(py);
+        for key in std::mem::take(&mut self.recheck) {
+            self.examine(py, &map, key.bind(py), true)?;
+        }
+        // Membership is handled above; a dirty channel only needs its interest
+        // re-derived from its Rust fields.
+        for fd in self.regs.take_dirty() {
+            if !self.regs.contains(fd) {
+                continue;
+            }
+            let Some(obj) = self.regs.channel(py, fd) else {
+                continue;
+            };
+            self.refresh_one(py, fd, obj.bind(py))?;
+        }
+        self.refresh_untracked(py)
+    }
+
+    /// Whether entries were added, removed or replaced; for a tracked map the
+    /// written keys are examined here directly.
+    fn membership_changed(&mut self, py: Python<'_>, map: &Bound<'_, PyAny>) -> PyResult<bool> {
+        match &self.kind {
+            MapKind::Logged(changes) => match changes.get().take() {
+                Changes::Nothing => Ok(false),
+                Changes::Everything => Ok(true),
+                Changes::Keys(keys) => {
+                    for key in keys {
+                        self.examine(py, map, key.bind(py), false)?;
+                    }
+                    Ok(false)
+                }
+            },
+            MapKind::Dict => Ok(!self.dict_unchanged(map)),
+            MapKind::Other => Ok(true),
+        }
+    }
+
+    /// Compares the dict's (key, value) pointers with the last pass's. A
+    /// pointer cannot be reused behind our back: registrations (keys, and the
+    /// channels in `LoopShared::objs`) and `unkeyed` hold references, and a
+    /// channel released by del_channel() is re-examined (`recheck`), which
+    /// rebuilds the snapshot.
+    fn dict_unchanged(&self, map: &Bound<'_, PyAny>) -> bool {
+        let mut i = 0;
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut k: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut v: *mut ffi::PyObject = std::ptr::null_mut();
+        // SAFETY: map is a dict (MapKind::Dict) and the GIL is held; PyDict_Next
+        // returns borrowed references we only compare.
+        while unsafe { ffi::PyDict_Next(map.as_ptr(), &raw mut pos, &raw mut k, &raw mut v) } != 0 {
+            if self.snapshot.get(i) != Some(&(k as usize, v as usize)) {
+                return false;
+            }
+            i += 1;
+        }
+        i == self.snapshot.len()
+    }
+
+    fn full_resync(&mut self, py: Python<'_>, map: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let MapKind::Logged(changes) = &self.kind {
+            drop(changes.get().take());
+        }
+        let items: Vec<(Bound<PyAny>, Bound<PyAny>)> = map
+            .call_method0(intern!(py, "items"))?
+            .try_iter()?
+            .map(|kv| kv.and_then(|kv| kv.extract()))
+            .collect::<PyResult<_>>()?;
+        self.snapshot.clear();
+        self.unkeyed.clear();
+        let mut seen: FdSet = FdSet::with_capacity_and_hasher(items.len(), FdHash::default());
+        for (key, obj) in &items {
+            self.snapshot
+                .push((key.as_ptr() as usize, obj.as_ptr() as usize));
+            if let Some(fd) = self.place(py, key, obj, true)? {
+                seen.insert(fd);
+            }
+        }
+        for fd in self.regs.stale(&seen) {
+            self.regs.remove(fd);
+        }
+        Ok(())
+    }
+
+    /// Re-reads one key of the map and brings its registration up to date.
+    fn examine(
+        &mut self,
+        py: Python<'_>,
+        map: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+        recheck: bool,
+    ) -> PyResult<()> {
+        match map_get(map, key, self.plain_get)? {
+            Some(obj) => {
+                self.place(py, key, &obj, recheck)?;
+            }
+            None => {
+                if let Ok(fd) = as_fd(key) {
+                    if self
+                        .regs
+                        .key(fd)
+                        .is_some_and(|k| k.bind(py).eq(key).unwrap_or(false))
+                    {
+                        self.regs.remove(fd);
+                    }
+                }
+            }
+        }
+        if let MapKind::Dict = self.kind {
+            self.fresh = true; // the snapshot is stale: rebuild it next pass
+        }
+        Ok(())
+    }
+
+    /// Registers `obj` under `key`, or refreshes its registration. Returns the fd.
+    fn place(
+        &mut self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        obj: &Bound<'_, PyAny>,
+        recheck: bool,
+    ) -> PyResult<Option<RawFd>> {
+        let fd = match as_fd(key) {
+            Ok(fd) if fd >= 0 => fd,
+            bad => {
+                self.unkeyed.retain(|(k, _, _)| !k.bind(py).is(key));
+                if interest(py, obj, self.mode)? != 0 {
+                    return Err(bad_key(bad));
+                }
+                self.unkeyed
+                    .push((key.clone().unbind(), obj.clone().unbind(), self.pass));
+                return Ok(None);
+            }
+        };
+        let same = self.regs.contains(fd)
+            && self
+                .regs
+                .channel(py, fd)
+                .is_some_and(|o| o.bind(py).is(obj));
+        if same {
+            if recheck {
+                self.refresh_one(py, fd, obj)?;
+            }
+            return Ok(Some(fd));
+        }
+        if self.regs.contains(fd) {
+            self.regs.remove(fd);
+        }
+        // Every dispatcher of a persistent state gets a link back (for
+        // del_channel); only those whose interest Rust can derive are tracked.
+        let notify = match obj.cast::<Dispatcher>() {
+            Ok(d) if self.persistent => Some(d.get().notify.clone()),
+            _ => None,
+        };
+        let derived = match trackable(py, obj) {
+            Some(k) if notify.is_some() => Some(k),
+            _ => None,
+        };
+        if let Some(n) = &notify {
+            self.regs.link(n, fd);
+        }
+        let want = interest(py, obj, self.mode)?;
+        self.regs.add(fd, key, obj, notify, derived, self.pass);
+        self.regs.apply(py, fd, want)?;
+        Ok(Some(fd))
+    }
+
+    /// A tracked channel told us its state changed: re-derive its interest
+    /// (and whether it is still trackable).
+    fn refresh_one(&mut self, py: Python<'_>, fd: RawFd, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let want = match (
+            self.regs.plan_refresh(fd, self.pass),
+            obj.cast::<Dispatcher>(),
+        ) {
+            (Refresh::Skip, _) => return Ok(()),
+            (Refresh::Derive(kind), Ok(d)) => tracked_interest(d, kind, self.mode),
+            _ => interest(py, obj, self.mode)?,
+        };
+        self.regs.apply(py, fd, want)
+    }
+
+    /// Channels whose readable()/writable() are Python: asked every pass.
+    fn refresh_untracked(&mut self, py: Python<'_>) -> PyResult<()> {
+        let pass = self.pass;
+        for (fd, obj) in self.regs.due_each_pass(py, pass) {
+            let want = interest(py, obj.bind(py), self.mode)?;
+            self.regs.apply(py, fd, want)?;
+        }
+        let unkeyed: Vec<(Py<PyAny>, Py<PyAny>)> = self
+            .unkeyed
+            .iter_mut()
+            .filter(|(_, _, asked)| *asked != pass)
+            .map(|(k, o, asked)| {
+                *asked = pass;
+                (k.clone_ref(py), o.clone_ref(py))
+            })
+            .collect();
+        for (key, obj) in unkeyed {
+            if interest(py, obj.bind(py), self.mode)? != 0 {
+                return Err(bad_key(as_fd(key.bind(py))));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_interest(&self) -> bool {
+        self.regs.has_interest()
+    }
+
+    // ---------------- waiting
+
+    /// Waits for events with the GIL released; returns (fd, poll flags, the
+    /// interest it was registered with).
+    pub fn wait(
+        &mut self,
+        py: Python<'_>,
+        timeout: Option<Duration>,
+    ) -> PyResult<Vec<(RawFd, u32, u8)>> {
+        self.regs.wait(py, timeout)
+    }
+
+    /// The channel an event on `fd` goes to: `map.get(...)` as CPython looks
+    /// it up (select() returns the keys it was given, poll() int fds), and
+    /// only if it is still the channel that was polled: an fd number closed
+    /// and reused within the pass does not inherit the old socket's events.
+    pub fn target<'py>(
+        &self,
+        py: Python<'py>,
+        map: &Bound<'py, PyAny>,
+        fd: RawFd,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(key) = self.regs.key(fd) else {
+            return Ok(None);
+        };
+        let obj = match self.mode {
+            Mode::Select => map_get(map, key.bind(py), self.plain_get)?,
+            Mode::Poll => map_get(map, fd.into_pyobject(py)?.as_any(), self.plain_get)?,
+        };
+        let polled = self.regs.channel(py, fd);
+        Ok(obj.filter(|o| polled.is_some_and(|p| p.bind(py).is(o))))
+    }
+
+    /// After a pass: channels that left the poller (del_channel) are dropped
+    /// now, so nothing here keeps a closed channel alive. If one is back in the
+    /// map, the next pass registers it again.
+    pub fn settle(&mut self, py: Python<'_>) {
+        let keys = self.regs.settle(py);
+        self.recheck.extend(keys);
+    }
+}
+
+/// The error select()/poll() raise for a key that is no usable fd.
+#[cold]
+fn bad_key(fd: PyResult<RawFd>) -> PyErr {
+    match fd {
+        Err(e) => e,
+        Ok(fd) => PyValueError::new_err(format!(
+            "file descriptor cannot be a negative integer ({fd})"
+        )),
+    }
+}
+
+fn as_fd(key: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    if let Ok(i) = key.cast::<PyInt>() {
+        return i.extract::<RawFd>();
+    }
+    // SAFETY: GIL held; returns -1 with an exception set on failure.
+    let fd = unsafe { ffi::PyObject_AsFileDescriptor(key.as_ptr()) };
+    if fd == -1 {
+        return Err(PyErr::take(key.py()).unwrap_or_else(|| {
+            PyTypeError::new_err("argument must be an int, or have a fileno() method.")
+        }));
+    }
+    Ok(fd)
+}
+
+/// `map.get(key)`.
+/// `plain_get`: the map is a dict whose `get` is dict's own (an exact dict, or
+/// our SocketMap), so the C-level lookup is the same call.
+fn map_get<'py>(
+    map: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyAny>,
+    plain_get: bool,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if let (true, Ok(d)) = (plain_get, map.cast::<PyDict>()) {
+        return d.get_item(key);
+    }
+    let v = map.call_method1(intern!(map.py(), "get"), (key,))?;
+    Ok((!v.is_none()).then_some(v))
+}

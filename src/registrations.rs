@@ -1,0 +1,291 @@
+//! One loop state's registrations: which channel is polled at which fd,
+//! under which map key, with what interest, and how the kernel took it.
+//!
+//! The fields are private so that what is derived from the registrations
+//! stays true: the fds asked every pass, the fds outside the kernel's set and
+//! the count of fds that want any event change only with a registration (in
+//! `add`, `apply` and `remove`). A pass then costs what is active, not what
+//! is registered. Uses the poller, link.rs, fd_map.rs and interest.rs's WKind.
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::prelude::*;
+
+use crate::errors::os_error;
+use crate::fd_map::{FdMap, FdSet};
+use crate::interest::WKind;
+use crate::link::{ChannelNotify, LoopShared};
+use crate::poller::{poll_flags, Poller, Watch, POLLIN, POLLNVAL, POLLOUT, WANT_R, WANT_W};
+
+struct Reg {
+    key: Py<PyAny>,
+    /// Some for channels whose interest Rust derives from their fields (and
+    /// which built-in writable() answers for them); None: readable() and
+    /// writable() are asked every pass.
+    derived: Option<WKind>,
+    /// The channel's link back, for every dispatcher of a persistent state.
+    notify: Option<Arc<ChannelNotify>>,
+    want: u8,
+    /// Whether the fd is in the kernel's set now.
+    added: bool,
+    watch: Watch,
+    /// The pass in which the interest was last read.
+    asked: u64,
+}
+
+/// What reading a channel's interest again takes.
+pub enum Refresh {
+    /// Already read this pass.
+    Skip,
+    /// From its Rust fields.
+    Derive(WKind),
+    /// By asking readable()/writable().
+    Ask,
+}
+
+pub struct Registrations {
+    shared: Arc<LoopShared>,
+    regs: FdMap<Reg>,
+    /// Derived from `regs`: the fds asked every pass, the fds the kernel
+    /// would not take (always ready, or invalid), and how many want events.
+    asked_each_pass: FdSet,
+    special: FdSet,
+    wanting: usize,
+}
+
+impl Registrations {
+    pub fn new(py: Python<'_>) -> PyResult<Self> {
+        let poller = Poller::new().map_err(|e| os_error(py, e.raw_os_error().unwrap_or(0)))?;
+        Ok(Registrations {
+            shared: Arc::new(LoopShared::new(poller)),
+            regs: FdMap::default(),
+            asked_each_pass: FdSet::default(),
+            special: FdSet::default(),
+            wanting: 0,
+        })
+    }
+
+    pub fn contains(&self, fd: RawFd) -> bool {
+        self.regs.contains_key(&fd)
+    }
+
+    /// The map key the channel at `fd` was found under.
+    pub fn key(&self, fd: RawFd) -> Option<&Py<PyAny>> {
+        self.regs.get(&fd).map(|r| &r.key)
+    }
+
+    /// The channel polled at `fd`.
+    pub fn channel(&self, py: Python<'_>, fd: RawFd) -> Option<Py<PyAny>> {
+        self.shared.obj(py, fd)
+    }
+
+    /// The registered fds not in `seen`.
+    pub fn stale(&self, seen: &FdSet) -> Vec<RawFd> {
+        self.regs
+            .keys()
+            .filter(|fd| !seen.contains(fd))
+            .copied()
+            .collect()
+    }
+
+    /// Points the channel's link at this loop state (before its interest is
+    /// first read, so a change made while reading it is reported).
+    pub fn link(&self, notify: &ChannelNotify, fd: RawFd) {
+        notify.attach(&self.shared, fd);
+    }
+
+    /// Registers `obj` at `fd`, wanting nothing yet (`apply` sets the interest).
+    pub fn add(
+        &mut self,
+        fd: RawFd,
+        key: &Bound<'_, PyAny>,
+        obj: &Bound<'_, PyAny>,
+        notify: Option<Arc<ChannelNotify>>,
+        derived: Option<WKind>,
+        pass: u64,
+    ) {
+        self.shared.hold(fd, obj.clone().unbind());
+        if derived.is_none() {
+            self.asked_each_pass.insert(fd);
+        }
+        let reg = Reg {
+            key: key.clone().unbind(),
+            derived,
+            notify,
+            want: 0,
+            added: false,
+            watch: Watch::Polled,
+            asked: pass,
+        };
+        if let Some(old) = self.regs.insert(fd, reg) {
+            self.forget_derived(fd, &old);
+        }
+    }
+
+    /// Sets the interest of the registration at `fd`, in the kernel too.
+    pub fn apply(&mut self, py: Python<'_>, fd: RawFd, want: u8) -> PyResult<()> {
+        let Some(reg) = self.regs.get_mut(&fd) else {
+            return Ok(());
+        };
+        self.wanting = self.wanting + usize::from(want != 0) - usize::from(reg.want != 0);
+        if reg.watch != Watch::Polled || (reg.want == want && reg.added == (want != 0)) {
+            reg.want = want;
+            return Ok(());
+        }
+        let poller = self.shared.poller();
+        reg.want = want;
+        if want == 0 {
+            poller.unwatch(fd);
+            reg.added = false;
+            return Ok(());
+        }
+        match poller.watch(fd, want, reg.added) {
+            Ok(Watch::Polled) => reg.added = true,
+            Ok(other) => {
+                reg.watch = other;
+                self.special.insert(fd);
+            }
+            Err(e) => return Err(os_error(py, e.raw_os_error().unwrap_or(libc::EIO))),
+        }
+        Ok(())
+    }
+
+    pub fn remove(&mut self, fd: RawFd) {
+        if let Some(reg) = self.take(fd) {
+            if reg.added {
+                self.shared.poller().unwatch(fd);
+            }
+            if let Some(n) = reg.notify {
+                n.detach(&self.shared);
+            }
+            self.shared.release(fd);
+        }
+    }
+
+    fn take(&mut self, fd: RawFd) -> Option<Reg> {
+        let reg = self.regs.remove(&fd)?;
+        self.forget_derived(fd, &reg);
+        Some(reg)
+    }
+
+    fn forget_derived(&mut self, fd: RawFd, reg: &Reg) {
+        if reg.want != 0 {
+            self.wanting -= 1;
+        }
+        self.asked_each_pass.remove(&fd);
+        self.special.remove(&fd);
+    }
+
+    pub fn has_interest(&self) -> bool {
+        self.wanting != 0
+    }
+
+    /// The fds whose channels reported an interest change since the last call.
+    pub fn take_dirty(&self) -> Vec<RawFd> {
+        self.shared.take_dirty()
+    }
+
+    /// How to read the interest of the channel at `fd` again in pass `pass`.
+    pub fn plan_refresh(&mut self, fd: RawFd, pass: u64) -> Refresh {
+        let Some(reg) = self.regs.get_mut(&fd) else {
+            return Refresh::Ask;
+        };
+        if reg.derived.is_none() && reg.asked == pass {
+            return Refresh::Skip;
+        }
+        reg.asked = pass;
+        match (reg.derived, &reg.notify) {
+            (Some(kind), Some(n)) => {
+                n.clear_dirty();
+                Refresh::Derive(kind)
+            }
+            _ => Refresh::Ask,
+        }
+    }
+
+    /// The channels asked every pass that were not asked in pass `pass`
+    /// (marked asked now).
+    pub fn due_each_pass(&mut self, py: Python<'_>, pass: u64) -> Vec<(RawFd, Py<PyAny>)> {
+        let due: Vec<RawFd> = self
+            .asked_each_pass
+            .iter()
+            .filter(|fd| self.regs.get(fd).is_some_and(|r| r.asked != pass))
+            .copied()
+            .collect();
+        let found = self.shared.objs_at(py, due.into_iter());
+        for (fd, _) in &found {
+            if let Some(r) = self.regs.get_mut(fd) {
+                r.asked = pass;
+            }
+        }
+        found
+    }
+
+    /// Waits for events with the GIL released; returns (fd, poll flags, the
+    /// interest it was registered with).
+    pub fn wait(
+        &self,
+        py: Python<'_>,
+        timeout: Option<Duration>,
+    ) -> PyResult<Vec<(RawFd, u32, u8)>> {
+        let mut ready = Vec::new();
+        for fd in &self.special {
+            let Some(reg) = self.regs.get(fd) else {
+                continue;
+            };
+            match reg.watch {
+                Watch::AlwaysReady if reg.want != 0 => {
+                    let mut f = 0;
+                    if reg.want & WANT_R != 0 {
+                        f |= POLLIN;
+                    }
+                    if reg.want & WANT_W != 0 {
+                        f |= POLLOUT;
+                    }
+                    ready.push((*fd, f, reg.want));
+                }
+                Watch::Invalid if reg.want != 0 => ready.push((*fd, POLLNVAL, reg.want)),
+                _ => {}
+            }
+        }
+        let timeout = if ready.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        self.shared.poller().wait(py, timeout, |fd, flags| {
+            if let Some(reg) = self.regs.get(&fd) {
+                ready.push((fd, poll_flags(flags, reg.want), reg.want));
+            }
+        })?;
+        Ok(ready)
+    }
+
+    /// After a pass: channels that left the poller (del_channel) are dropped
+    /// now, so nothing here keeps a closed channel alive. Returns their keys,
+    /// to be looked up again: if one is back in the map, it is registered again.
+    pub fn settle(&mut self, py: Python<'_>) -> Vec<Py<PyAny>> {
+        let mut keys = Vec::new();
+        for fd in self.shared.take_gone() {
+            if let Some(reg) = self.take(fd) {
+                if let Some(n) = &reg.notify {
+                    n.detach(&self.shared);
+                }
+                keys.push(reg.key.clone_ref(py));
+            }
+        }
+        keys
+    }
+}
+
+impl Drop for Registrations {
+    fn drop(&mut self) {
+        for reg in self.regs.values() {
+            if let Some(n) = &reg.notify {
+                n.detach(&self.shared);
+            }
+        }
+    }
+}

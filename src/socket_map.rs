@@ -1,0 +1,158 @@
+//! `SocketMap`'s change log, the one place that says which writes to the
+//! map the loop must look at, and `map_write`, the dict write plus the note
+//! that `add_channel`/`del_channel` make without calling into Python.
+//!
+//! `asyncore.socket_map` is a `SocketMap` (python/asyncore_rs/asyncore.py), a
+//! dict that notes each key written in its `_changes`; the loop re-reads only
+//! those keys (loop_state.rs). Uses module_state.rs.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::module_state::global;
+
+/// Past this many keys noted between two passes, the log keeps one "re-read
+/// everything" mark instead: a map nobody polls must not grow a list forever.
+const MAX_KEYS: usize = 1024;
+
+/// What was written to a `SocketMap` since the loop last looked.
+#[derive(Default)]
+struct Log {
+    keys: Vec<Py<PyAny>>,
+    /// A write the keys cannot describe (clear, update, `|=`, popitem), or
+    /// more than `MAX_KEYS` keys: the whole map is to be re-read.
+    everything: bool,
+}
+
+/// What the loop must look at, taken from the log (which is then empty).
+pub enum Changes {
+    Nothing,
+    Keys(Vec<Py<PyAny>>),
+    Everything,
+}
+
+/// `SocketMap._changes`: `note(key)` after a write to one key, `note_all()`
+/// after a write to many.
+#[pyclass(frozen, module = "asyncore", name = "_ChangeLog")]
+#[derive(Default)]
+pub struct ChangeLog {
+    log: Mutex<Log>,
+}
+
+impl ChangeLog {
+    fn log(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn take(&self) -> Changes {
+        let log = std::mem::take(&mut *self.log());
+        if log.everything {
+            Changes::Everything
+        } else if log.keys.is_empty() {
+            Changes::Nothing
+        } else {
+            Changes::Keys(log.keys)
+        }
+    }
+}
+
+#[pymethods]
+impl ChangeLog {
+    #[new]
+    fn new() -> Self {
+        ChangeLog::default()
+    }
+
+    /// A write to `key`.
+    pub fn note(&self, key: Py<PyAny>) {
+        // Keys are dropped after the lock is released: a key's destructor
+        // may run Python code that writes to the map again.
+        let mut log = self.log();
+        if log.everything {
+            drop(log);
+            drop(key);
+        } else if log.keys.len() > MAX_KEYS {
+            let keys = std::mem::take(&mut log.keys);
+            log.everything = true;
+            drop(log);
+            drop((keys, key));
+        } else {
+            log.keys.push(key);
+        }
+    }
+
+    /// A write to many keys at once.
+    pub fn note_all(&self) {
+        let keys = {
+            let mut log = self.log();
+            log.everything = true;
+            std::mem::take(&mut log.keys)
+        };
+        drop(keys);
+    }
+
+    /// How many keys are noted (0 once the log says "everything").
+    fn __len__(&self) -> usize {
+        self.log().keys.len()
+    }
+
+    /// Whether the whole map is to be re-read.
+    #[getter]
+    fn everything(&self) -> bool {
+        self.log().everything
+    }
+}
+
+/// `map[key] = value` / `del map[key]`. On our own `SocketMap` (exactly that
+/// type) this is what its `__setitem__`/`__delitem__` do, without the two
+/// Python calls: the dict write plus the note of the key for the loop.
+pub fn map_write(
+    map: &Bound<'_, PyAny>,
+    key: &Bound<'_, PyAny>,
+    value: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let py = map.py();
+    let ours = global(py, intern!(py, "SocketMap")).is_ok_and(|t| map.get_type().is(&t));
+    if let (true, Ok(d)) = (ours, map.cast::<PyDict>()) {
+        let changes = map.getattr(intern!(py, "_changes"))?;
+        let changes = changes.cast::<ChangeLog>()?;
+        // PyDict_SetItem/DelItem on the dict itself, as dict.__setitem__ does.
+        match value {
+            Some(v) => dict_set_raw(d, key, v)?,
+            None => dict_del_raw(d, key)?,
+        }
+        changes.get().note(key.clone().unbind());
+        return Ok(());
+    }
+    match value {
+        Some(v) => map.set_item(key, v),
+        None => map.del_item(key),
+    }
+}
+
+fn dict_set_raw(
+    d: &Bound<'_, PyDict>,
+    key: &Bound<'_, PyAny>,
+    v: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    // SAFETY: GIL held; PyDict_SetItem does not steal references.
+    let rc = unsafe { pyo3::ffi::PyDict_SetItem(d.as_ptr(), key.as_ptr(), v.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(PyErr::fetch(d.py()))
+    }
+}
+
+fn dict_del_raw(d: &Bound<'_, PyDict>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+    // SAFETY: GIL held.
+    let rc = unsafe { pyo3::ffi::PyDict_DelItem(d.as_ptr(), key.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(PyErr::fetch(d.py()))
+    }
+}
