@@ -549,10 +549,37 @@ pub fn has_builtin(
     public: &Bound<'_, PyString>,
     private: &Bound<'_, PyString>,
 ) -> bool {
-    let py = obj.py();
-    // Our method object, as `dispatcher` holds it under its private name.
-    let ours = crate::calls::class_attr_ptr(&py.get_type::<Dispatcher>(), private);
+    let ours = our_method(obj.py(), private);
     !ours.is_null()
         && crate::calls::class_attr_ptr(&obj.get_type(), public) == ours
         && !instance_dict_has(obj, public)
+}
+
+/// The address of `dispatcher.<private>` (our method object), for identity
+/// tests; NULL if there is none. Cached by the name's address, lock-free:
+/// the names are interned (`intern!`, kept for the process's life) and the
+/// methods live as long as the class.
+fn our_method(py: Python<'_>, private: &Bound<'_, PyString>) -> *mut pyo3::ffi::PyObject {
+    static CACHE: [(AtomicUsize, AtomicUsize); 16] =
+        [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 16];
+    let key = private.as_ptr() as usize;
+    for (k, v) in &CACHE {
+        match k.load(Ordering::Acquire) {
+            0 => break,
+            found if found == key => return v.load(Ordering::Relaxed) as *mut pyo3::ffi::PyObject,
+            _ => {}
+        }
+    }
+    let ptr = crate::calls::class_attr_ptr(&py.get_type::<Dispatcher>(), private);
+    let interned = private
+        .to_cow()
+        .is_ok_and(|s| PyString::intern(py, &s).as_ptr() == private.as_ptr());
+    if interned && !ptr.is_null() {
+        // The GIL serialises writers; readers see the value before the key.
+        if let Some((k, v)) = CACHE.iter().find(|(k, _)| k.load(Ordering::Relaxed) == 0) {
+            v.store(ptr as usize, Ordering::Relaxed);
+            k.store(key, Ordering::Release);
+        }
+    }
+    ptr
 }

@@ -28,7 +28,7 @@ from _impl import IMPL, asynchat, asyncore
 
 pytestmark = pytest.mark.skipif(IMPL != "rs", reason="compares asyncore-rs with CPython")
 
-PROGRAMS = int(os.environ.get("ASYNCORE_RS_DIFF_PROGRAMS", "1500"))
+PROGRAMS = int(os.environ.get("ASYNCORE_RS_DIFF_PROGRAMS", "3000"))
 SEED = int(os.environ.get("ASYNCORE_RS_DIFF_SEED", "20261201"))
 MODES = [False, True, "pipelined"]
 
@@ -96,6 +96,7 @@ def random_program(rng):
     return {
         "table": [[random_action(rng) for _ in range(rng.randint(0, 4))] for _ in range(6)],
         "out_size": rng.choice([4, 16, 65536]),
+        "in_size": rng.choice([7, 65536]),
         "use_encoding": rng.random() < 0.3,
         "close_on_error": rng.random() < 0.2,
     }
@@ -147,6 +148,7 @@ def handler_class(core, chat, program, log):
 
     class Handler(chat.async_chat):
         ac_out_buffer_size = program["out_size"]
+        ac_in_buffer_size = program["in_size"]
         use_encoding = program["use_encoding"]
 
         def __init__(self, sock, map):
@@ -236,6 +238,9 @@ def drain(peer):
         try:
             data = peer.recv(1 << 16)
         except BlockingIOError:
+            break
+        except ConnectionResetError:  # closed with input it had not read
+            got.append(b"<RST>")
             break
         if not data:
             got.append(b"<EOF>")
