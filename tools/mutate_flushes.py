@@ -1,0 +1,154 @@
+"""Mutation check of async_chat's output batching (src/output_batch.rs).
+
+Removes each flush point and each guard of the virtual send in turn, rebuilds
+the extension in a scratch copy of the tree, and runs the batching tests and
+the differential test: every mutation must make a test fail. Not run by the
+test command (one release build per mutation); run it after changing the
+batching code:
+
+    python tools/mutate_flushes.py [NAME ...]
+
+It prints one line per mutation: CAUGHT (with the first failing test) or
+NOT CAUGHT. Exit status 1 if any mutation was not caught.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name: (file, text that must occur exactly once, replacement). The copy of a
+# bytearray or memoryview at the virtual send has no entry: the queue holds
+# bytes objects only, so the type system is that guard.
+MUTATIONS = {
+    "scan-end flush": (
+        "src/async_chat.rs",
+        "    let flushed = output_batch::flush(slf);\n",
+        "    let flushed: PyResult<()> = Ok(());\n",
+    ),
+    "dispatch-end flush (True)": (
+        "src/output_batch.rs",
+        "let r = flush(ch.bind(py));",
+        "let r: PyResult<()> = {\n            drop(ch);\n            Ok(())\n        };",
+    ),
+    "dispatcher.send flush": (
+        "src/dispatcher.rs",
+        "    // Bytes async_chat queued were sent before this call, under CPython.\n"
+        "    output_batch::flush(slf)?;\n",
+        "",
+    ),
+    "socket getter flush": (
+        "src/dispatcher.rs",
+        "    fn get_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {\n"
+        "        output_batch::flush(slf)?;\n",
+        "    fn get_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {\n",
+    ),
+    "socket setter flush": (
+        "src/dispatcher.rs",
+        "        // Batched output belongs to the old socket (STARTTLS swaps it).\n"
+        "        output_batch::flush(slf)?;\n",
+        "",
+    ),
+    "close flush": (
+        "src/dispatcher.rs",
+        "        output_batch::flush(slf)?;\n"
+        "        output_batch::forget_socket(slf);\n"
+        "        set_connected(slf, false)?;",
+        "        output_batch::forget_socket(slf);\n        set_connected(slf, false)?;",
+    ),
+    "flush before a None": (
+        "src/async_chat.rs",
+        "    if !output_batch::has_queued(slf) {\n        return Ok(true);\n    }",
+        "    if true {\n        return Ok(true);\n    }",
+    ),
+    "flush before a Python send": (
+        "src/async_chat.rs",
+        "        // A Python send() writes after what was queued before it.\n"
+        "        output_batch::flush(slf)?;\n",
+        "",
+    ),
+    "unsent tail back to the fifo": (
+        "src/output_batch.rs",
+        "            put_back(slf, queue.items, sent)?;\n",
+        "            drop(queue.items);\n",
+    ),
+    "guard: socket referenced elsewhere": (
+        "src/output_batch.rs",
+        "Py_REFCNT(sock.as_ptr()) } != 2 {",
+        "Py_REFCNT(sock.as_ptr()) } == 0 {",
+    ),
+    "guard: queue limits": (
+        "src/channel.rs",
+        "        self.items.len() < MAX_IOV && self.bytes + n <= MAX_BYTES",
+        "        let _ = n;\n        true",
+    ),
+}
+
+TESTS = ["tests/test_asynchat_batching.py", "tests/test_asynchat_output_differential.py"]
+
+
+def main(names):
+    unknown = set(names) - set(MUTATIONS)
+    if unknown:
+        sys.exit(f"unknown mutation(s): {sorted(unknown)}")
+    work = Path(tempfile.mkdtemp(prefix="asyncore-rs-mutate-"))
+    tree = work / "tree"
+    shutil.copytree(
+        ROOT, tree, ignore=shutil.ignore_patterns("target", ".git", "_build", "__pycache__")
+    )
+    env_dir = work / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = str(env_dir / "bin" / "python")
+    subprocess.run(
+        [py, "-m", "pip", "install", "-q", "maturin", "pytest", "pytest-timeout"], check=True
+    )
+    env = dict(os.environ, VIRTUAL_ENV=str(env_dir), PATH=f"{env_dir / 'bin'}:{os.environ['PATH']}")
+    missed = 0
+    for name, (path, old, new) in MUTATIONS.items():
+        if names and name not in names:
+            continue
+        f = tree / path
+        orig = f.read_text()
+        if orig.count(old) != 1:
+            print(f"{name}: the text to remove is not in {path} once; update this script")
+            missed += 1
+            continue
+        f.write_text(orig.replace(old, new))
+        try:
+            build = subprocess.run(
+                ["maturin", "develop", "-r", "-q"],
+                cwd=tree,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            if build.returncode:
+                print(f"{name}: BUILD FAILED\n{build.stderr[-2000:]}")
+                missed += 1
+                continue
+            run = subprocess.run(
+                [py, "-m", "pytest", "-q", "-x", "-p", "no:randomly", *TESTS],
+                cwd=tree,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            failed = [line for line in run.stdout.splitlines() if line.startswith("FAILED")]
+            if run.returncode:
+                print(f"{name}: CAUGHT by {failed[0][7:] if failed else 'the run'}", flush=True)
+            else:
+                print(f"{name}: NOT CAUGHT", flush=True)
+                missed += 1
+        finally:
+            f.write_text(orig)
+    shutil.rmtree(work, ignore_errors=True)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
