@@ -55,7 +55,8 @@ class AsyncoreRsFinder:
 
         if os.environ.get(ENV, "") not in ("", "0"):
             other = PathFinder.find_spec(fullname)
-            if other is not None:
+            # (a directory left without its __init__.py is a namespace package, not a backport)
+            if other is not None and other.origin not in (None, "namespace"):
                 return other
         # where asyncore_rs is, without importing it (or its extension module)
         ours = PathFinder.find_spec("asyncore_rs")

@@ -165,6 +165,7 @@ def sid_mounts(extra: dict[str, str] | None = None):
 
 def _sid_chroot(args, check=True, env=None, **kw) -> subprocess.CompletedProcess:
     base_env = {
+        "ASYNCORE_RS_IN_SID": "1",
         "PATH": "/root/.cargo/bin:%s:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" % IN_SID_ZIG,
         "HOME": "/root",
         "LANG": "C.UTF-8",
@@ -399,50 +400,66 @@ def sid_session():
 # --------------------------------------------------------------------------- testing
 
 
-def download_test_deps(interp: Interp) -> Path:
-    """Wheels of the test dependencies for interp, fetched by this (host) pip, cached."""
-    dest = CACHE / "wheels" / interp.tag
+def download_wheels(interp: Interp, name: str, reqs, optional=()) -> Path:
+    """Wheels of reqs for interp, fetched by this (host) pip into CACHE/wheels/name, cached.
+
+    Raises CalledProcessError when the index cannot be reached (and nothing is cached).
+    """
+    dest = CACHE / "wheels" / name
     stamp = dest / ".complete"
     if stamp.exists():
         return dest
     dest.mkdir(parents=True, exist_ok=True)
+    # fmt: off
     base = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "-q",
-        "-d",
-        dest,
-        "--only-binary=:all:",
-        "--python-version",
-        interp.version,
-        "--implementation",
-        "cp",
-        "--abi",
-        interp.tag,
-        "--abi",
-        "abi3",
-        "--abi",
-        "none",
-        "--platform",
-        "manylinux2014_x86_64",
-        "--platform",
-        "manylinux_2_28_x86_64",
-        "--platform",
-        "any",
+        sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
+        "-d", dest, "--only-binary=:all:", "--python-version", interp.version,
+        "--implementation", "cp", "--abi", interp.tag, "--abi", "abi3", "--abi", "none",
+        "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
+        "--platform", "any",
     ]
-    run([*base, *TEST_DEPS])
-    for dep in OPTIONAL_TEST_DEPS:
+    # fmt: on
+    run([*base, *reqs])
+    for dep in optional:
         if run([*base, dep], check=False, capture_output=True).returncode != 0:
             say("no %s wheel for %s: tests that need it will skip" % (dep, interp.version))
     stamp.write_text("")
     return dest
 
 
-def _in_venv(interp: Interp, venv: str, args: list, **kw) -> subprocess.CompletedProcess:
+def download_test_deps(interp: Interp) -> Path:
+    return download_wheels(interp, interp.tag, TEST_DEPS, OPTIONAL_TEST_DEPS)
+
+
+def seen_from(interp: Interp, host_path: Path) -> str:
+    """host_path as interp sees it (inside the sid root: through the bind mounts)."""
+    host_path = Path(host_path).resolve()
+    if interp.where == "host":
+        return str(host_path)
+    for host_dir, inside in ((CACHE / "wheels", IN_SID_WHEELS), (ROOT, IN_SID_SRC)):
+        with contextlib.suppress(ValueError):
+            return "%s/%s" % (inside, host_path.relative_to(host_dir.resolve()))
+    raise ValueError("%s is not visible in the sid root" % host_path)
+
+
+def new_venv(interp: Interp, name: str) -> str:
+    """A fresh venv of interp; returns its directory as interp sees it."""
+    if interp.where == "host":
+        venv = str(WORK / name)
+        shutil.rmtree(venv, ignore_errors=True)
+        run([interp.exe, "-m", "venv", venv])
+        return venv
+    venv = "/opt/asyncore-rs-" + name
+    _sid_chroot(["rm", "-rf", venv])
+    _sid_chroot([interp.exe, "-m", "venv", venv])
+    return venv
+
+
+def in_venv(interp: Interp, venv: str, args: list, **kw) -> subprocess.CompletedProcess:
+    """Run the venv's python with args (from the repo's root directory)."""
     py = venv + "/bin/python"
     if interp.where == "host":
+        kw.setdefault("cwd", ROOT)
         return run([py, *args], **kw)
     return _sid_chroot(["sh", "-c", 'cd %s && exec "$@"' % IN_SID_SRC, "sh", py, *args], **kw)
 
@@ -463,30 +480,18 @@ def test_one(interp: Interp, pytest_args: list[str]) -> tuple[bool, str]:
     deps = download_test_deps(interp)
     wheel = build_wheel(interp, WORK / ("wheel-" + interp.tag))
     t_build = time.monotonic() - t0
-    if interp.where == "host":
-        venv = str(WORK / ("venv-" + interp.tag))
-        shutil.rmtree(venv, ignore_errors=True)
-        run([interp.exe, "-m", "venv", venv])
-        find_links = [str(deps), str(wheel.parent)]
-    else:
-        venv = "/opt/asyncore-rs-venv-" + interp.tag
-        find_links = [
-            IN_SID_WHEELS + "/" + interp.tag,
-            "%s/%s" % (IN_SID_SRC, wheel.parent.resolve().relative_to(ROOT)),
-        ]
     with sid_session() if interp.where == "sid" else contextlib.nullcontext():
-        if interp.where == "sid":
-            _sid_chroot(["rm", "-rf", venv])
-            _sid_chroot([interp.exe, "-m", "venv", venv])
+        venv = new_venv(interp, "venv-" + interp.tag)
+        find_links = [seen_from(interp, deps), seen_from(interp, wheel.parent)]
         pip = ["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index"]
         for fl in find_links:
             pip += ["--find-links", fl]
         wanted = ["asyncore-rs", *TEST_DEPS]
         have_optional = [d for d in OPTIONAL_TEST_DEPS if any(deps.glob(d + "-*.whl"))]
-        _in_venv(interp, venv, [*pip, *wanted, *have_optional])
+        in_venv(interp, venv, [*pip, *wanted, *have_optional])
         # the tests must see the installed wheel, never the source tree's python/
-        _in_venv(interp, venv, ["-P", "-c", CHECK_INSTALLED])
-        proc = _in_venv(
+        in_venv(interp, venv, ["-P", "-c", CHECK_INSTALLED])
+        proc = in_venv(
             interp,
             venv,
             ["-P", "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args],
