@@ -45,9 +45,13 @@ SID = Path(os.environ.get("ASYNCORE_RS_SID", str(CACHE / "sid")))
 MIRROR = os.environ.get("ASYNCORE_RS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 # the sid versions worth installing (3.12 has left sid)
 SID_VERSIONS = ("3.13", "3.14", "3.15")
-# what the tests need besides the wheel (uvloop only where a wheel exists)
-TEST_DEPS = ("pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "pyftpdlib>=2.0,<3")
+# what the tests need besides the wheel (uvloop only where a wheel exists); pyftpdlib
+# needs pyasyncore and pyasynchat on 3.12+, which our finder must (and does) outrank
+TEST_DEPS = ("pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "pyasyncore", "pyasynchat")
 OPTIONAL_TEST_DEPS = ("uvloop",)
+# pure-Python packages published as sdists only: the host's pip builds their wheel once
+PURE_SDIST_DEPS = ("pyftpdlib>=2.0,<3",)
+TEST_REQUIREMENTS = (*TEST_DEPS, *PURE_SDIST_DEPS)
 WORK = ROOT / "target" / "pythons"
 # where things appear inside the sid root while it is in use
 IN_SID_SRC = "/src"
@@ -400,7 +404,7 @@ def sid_session():
 # --------------------------------------------------------------------------- testing
 
 
-def download_wheels(interp: Interp, name: str, reqs, optional=()) -> Path:
+def download_wheels(interp: Interp, name: str, reqs, optional=(), pure_sdists=()) -> Path:
     """Wheels of reqs for interp, fetched by this (host) pip into CACHE/wheels/name, cached.
 
     Raises CalledProcessError when the index cannot be reached (and nothing is cached).
@@ -420,6 +424,21 @@ def download_wheels(interp: Interp, name: str, reqs, optional=()) -> Path:
     ]
     # fmt: on
     run([*base, *reqs])
+    for req in pure_sdists:
+        run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "-w",
+                dest,
+                req,
+            ]
+        )
     for dep in optional:
         if run([*base, dep], check=False, capture_output=True).returncode != 0:
             say("no %s wheel for %s: tests that need it will skip" % (dep, interp.version))
@@ -428,7 +447,7 @@ def download_wheels(interp: Interp, name: str, reqs, optional=()) -> Path:
 
 
 def download_test_deps(interp: Interp) -> Path:
-    return download_wheels(interp, interp.tag, TEST_DEPS, OPTIONAL_TEST_DEPS)
+    return download_wheels(interp, interp.tag, TEST_DEPS, OPTIONAL_TEST_DEPS, PURE_SDIST_DEPS)
 
 
 def seen_from(interp: Interp, host_path: Path) -> str:
@@ -486,7 +505,7 @@ def test_one(interp: Interp, pytest_args: list[str]) -> tuple[bool, str]:
         pip = ["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-index"]
         for fl in find_links:
             pip += ["--find-links", fl]
-        wanted = ["asyncore-rs", *TEST_DEPS]
+        wanted = ["asyncore-rs", *TEST_REQUIREMENTS]
         have_optional = [d for d in OPTIONAL_TEST_DEPS if any(deps.glob(d + "-*.whl"))]
         in_venv(interp, venv, [*pip, *wanted, *have_optional])
         # the tests must see the installed wheel, never the source tree's python/
