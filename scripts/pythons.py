@@ -170,6 +170,7 @@ def sid_mounts(extra: dict[str, str] | None = None):
 def _sid_chroot(args, check=True, env=None, **kw) -> subprocess.CompletedProcess:
     base_env = {
         "ASYNCORE_RS_IN_SID": "1",
+        "ASYNCORE_RS_IN_PYTHONS": "1",
         "PATH": "/root/.cargo/bin:%s:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin" % IN_SID_ZIG,
         "HOME": "/root",
         "LANG": "C.UTF-8",
@@ -510,10 +511,15 @@ def test_one(interp: Interp, pytest_args: list[str]) -> tuple[bool, str]:
         in_venv(interp, venv, [*pip, *wanted, *have_optional])
         # the tests must see the installed wheel, never the source tree's python/
         in_venv(interp, venv, ["-P", "-c", CHECK_INSTALLED])
+        # (tests/test_coexistence.py runs once, from the main test run, not in each of these)
+        env = {"ASYNCORE_RS_IN_PYTHONS": "1"}
+        if interp.where == "host":
+            env = {**os.environ, **env}
         proc = in_venv(
             interp,
             venv,
             ["-P", "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args],
+            env=env,
             check=False,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
