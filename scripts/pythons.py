@@ -327,12 +327,14 @@ def zig_dir() -> str | None:
     return os.path.dirname(ziglang.__file__)
 
 
-def release_build_args() -> list[str]:
-    """How release wheels are built: fat LTO, zig linking against glibc 2.17."""
-    args = ["--release", "--compatibility", "manylinux2014"]
+def release_build_args(require_zig: bool = False) -> list[str]:
+    """How release wheels are built: fat LTO, zig linking against glibc 2.17 (manylinux2014)."""
     if zig_dir():
-        args.append("--zig")
-    return args
+        return ["--release", "--zig", "--compatibility", "manylinux2014"]
+    if require_zig:
+        raise SystemExit("manylinux2014 wheels need zig: pip install ziglang")
+    say("no ziglang here (pip install ziglang): wheels are linked against this glibc")
+    return ["--release"]
 
 
 def build_wheel(interp: Interp, out: Path, extra: list[str] | None = None) -> Path:

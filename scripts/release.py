@@ -84,7 +84,7 @@ def build_aarch64(versions) -> list[Path]:
             *pythons.maturin_cmd(),
             "build",
             "-q",
-            *pythons.release_build_args(),
+            *pythons.release_build_args(require_zig=True),
             "--target",
             AARCH64,
             "-i",
@@ -146,6 +146,7 @@ def main() -> int:
         if DIST.exists():
             shutil.rmtree(DIST)
         DIST.mkdir()
+        pythons.release_build_args(require_zig=True)  # fail early without zig
         made = [sdist()]
         interps = interpreters()
         failed = []
