@@ -520,7 +520,7 @@ def test_one(interp: Interp, pytest_args: list[str]) -> tuple[bool, str]:
         proc = in_venv(
             interp,
             venv,
-            ["-P", "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args],
+            ["-P", "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *pytest_args],
             env=env,
             check=False,
             stdout=subprocess.PIPE,
