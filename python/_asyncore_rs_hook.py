@@ -14,9 +14,10 @@ start-up, as setuptools does for ``distutils`` (``distutils-precedence.pth``):
 * on 3.11 the ``.pth`` installs nothing: the stdlib modules win unless the program calls
   ``asyncore_rs.install()``.
 
-The finder costs one dict lookup per import of any other module. Start-up imports
-nothing beyond this file: asyncore_rs and its extension module load only when a program
-imports ``asyncore`` or ``asynchat``.
+At start-up the ``.pth`` line only defines a stub finder (a one-line class) that
+forwards to ``find_spec`` below when ``asyncore`` or ``asynchat`` is imported: this module,
+asyncore_rs and its extension module load only then. For every other import the stub
+costs one call and a tuple membership test.
 """
 
 import os
@@ -64,6 +65,11 @@ class AsyncoreRsFinder:
             return None  # not installed any more: let the import system look elsewhere
         origin = os.path.join(os.path.dirname(ours.origin), fullname + ".py")
         return ModuleSpec(fullname, _AliasLoader(_TARGETS[fullname]), origin=origin)
+
+
+def find_spec(fullname, path=None, target=None):
+    """What the .pth's stub finder forwards to."""
+    return AsyncoreRsFinder.find_spec(fullname, path, target)
 
 
 def install():

@@ -81,8 +81,9 @@ assert asyncore is asyncore_rs.asyncore, (asyncore, asyncore_rs.asyncore)
 assert asynchat is asyncore_rs.asynchat, (asynchat, asyncore_rs.asynchat)
 assert sys.modules["asyncore"] is asyncore_rs.asyncore
 assert sys.modules["asynchat"] is asyncore_rs.asynchat
-# the finder is first in line (the .pth put it there on 3.12+)
-assert sys.meta_path[0] is _asyncore_rs_hook.AsyncoreRsFinder, sys.meta_path
+# the finder is first in line (the .pth's stub on 3.12+, the hook's own class on 3.11)
+assert getattr(sys.meta_path[0], "__name__", None) == "AsyncoreRsFinder", sys.meta_path
+assert sum(getattr(f, "__name__", None) == "AsyncoreRsFinder" for f in sys.meta_path) == 1
 
 # the modules found are the ones in the asyncore_rs package beside the hook, and the wheel
 # ships no top-level asyncore/asynchat package of its own
