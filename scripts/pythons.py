@@ -198,6 +198,14 @@ def _available_sid_packages(versions) -> list[str]:
     return names
 
 
+def _quiet(args) -> bool:
+    """Run args in the root, printing its output only if it fails; True on failure."""
+    proc = _sid_chroot(args, check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stdout.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+    return proc.returncode != 0
+
+
 def ensure_sid() -> str | None:
     """Create or reuse the sid root; return None when ready, else why it is not."""
     if os.geteuid() != 0:
@@ -238,7 +246,7 @@ def ensure_sid() -> str | None:
     if os.path.exists(ca):
         shutil.copy(ca, SID / IN_SID_CA.lstrip("/"))
     with sid_mounts():
-        if _sid_chroot(["apt-get", "update", "-qq"], check=False).returncode != 0:
+        if _quiet(["apt-get", "update", "-qq"]):
             return "apt-get update in the sid root failed (no network?)"
         pkgs = _available_sid_packages(SID_VERSIONS)
         # gcc and libc6-dev: cargo links the build scripts of the crates with the system cc
@@ -252,7 +260,8 @@ def ensure_sid() -> str | None:
             "gcc",
             "libc6-dev",
         ]
-        if _sid_chroot(cmd, check=False).returncode != 0:
+        say("apt-get install %s gcc libc6-dev (in the sid root)" % " ".join(pkgs))
+        if _quiet(cmd):
             return "apt-get install in the sid root failed"
         _sid_chroot(["apt-get", "clean"], check=False)
     stamp.write_text(" ".join(pkgs) + "\n")
@@ -264,8 +273,8 @@ def find_sid(version: str) -> Interp | None:
     exe = "/usr/bin/python" + version
     if not (SID / exe.lstrip("/")).exists():
         return None
-    with sid_mounts():
-        ok = _probe(["chroot", str(SID)], exe, version)
+    # (no mounts needed to run it: another user of the root may hold its lock meanwhile)
+    ok = _probe(["chroot", str(SID)], exe, version)
     return Interp(version, "sid", exe) if ok else None
 
 
@@ -280,8 +289,11 @@ def find_all(versions=VERSIONS) -> list[Interp]:
             missing.append(v)
     if missing:
         if any(v in SID_VERSIONS for v in missing):
-            with sid_lock():
-                why = ensure_sid()
+            if (SID / ".asyncore-rs-ready").exists():
+                why = ensure_sid()  # ready: nothing to do, no need to wait for the lock
+            else:
+                with sid_lock():
+                    why = ensure_sid()
             if why:
                 say("no Debian sid root: %s" % why)
             else:
