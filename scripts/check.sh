@@ -32,3 +32,8 @@ python -m sphinx -W -q -b html docs docs/_build/html
 
 step "pytest (ported CPython suites, our own tests, fuzz, benchmark smoke run)"
 python -m pytest
+
+step "Real CPython 3.12-3.15: the release-built wheel installed in a fresh venv of each, pytest"
+# Finds or creates the interpreters (pyenv, PATH, a cached Debian sid root) and says what
+# it skips; ASYNCORE_RS_PYTHONS=none skips this step, =3.14 limits it.
+python scripts/pythons.py test

@@ -1,9 +1,11 @@
 """How programs get our modules by their stdlib names.
 
-(a) On 3.12+, where the stdlib has no asyncore/asynchat, the wheel's top-level ``asyncore`` and
-    ``asynchat`` packages are ours: ``import asyncore`` gives ``asyncore_rs.asyncore`` itself.
-    On 3.11 the same is checked with the stdlib copies hidden from the import system, and on
-    any other 3.12+ interpreter found on this machine that has asyncore_rs installed.
+(a) On 3.12+, where the stdlib has no asyncore/asynchat, ``asyncore-rs.pth`` puts the finder in
+    ``_asyncore_rs_hook`` first on ``sys.meta_path``: ``import asyncore`` gives
+    ``asyncore_rs.asyncore`` itself. On 3.11 the same is checked with the stdlib copies hidden
+    from the import system and the finder installed by hand (the .pth leaves 3.11 alone: the
+    stdlib wins there, also checked), and on any other 3.12+ interpreter found on this machine
+    that has asyncore_rs installed. tests/test_coexistence.py covers the backports.
 (b) ``asyncore_rs.install()``: returns None, puts ours in sys.modules, is idempotent, warns
     (RuntimeWarning) when the stdlib modules were already imported, and code imported after it
     (the stdlib's smtpd where it exists, a user module) uses ours.
@@ -53,6 +55,13 @@ class HideStdlibAsyncore:
 sys.meta_path.insert(0, HideStdlibAsyncore)
 """
 
+# what the .pth does on 3.12+; on 3.11 it does nothing, so the check does it by hand
+INSTALL_HOOK = """\
+import _asyncore_rs_hook
+
+_asyncore_rs_hook.install()
+"""
+
 # argv[1]: which name to import first
 TOPLEVEL_CHECK = """\
 import importlib.util, os, sys, warnings
@@ -66,27 +75,36 @@ else:
     import asyncore
     import asynchat
 import asyncore_rs
+import _asyncore_rs_hook
 
 assert asyncore is asyncore_rs.asyncore, (asyncore, asyncore_rs.asyncore)
 assert asynchat is asyncore_rs.asynchat, (asynchat, asyncore_rs.asynchat)
 assert sys.modules["asyncore"] is asyncore_rs.asyncore
 assert sys.modules["asynchat"] is asyncore_rs.asynchat
+# the finder is first in line (the .pth's stub on 3.12+, the hook's own class on 3.11)
+assert getattr(sys.meta_path[0], "__name__", None) == "AsyncoreRsFinder", sys.meta_path
+assert sum(getattr(f, "__name__", None) == "AsyncoreRsFinder" for f in sys.meta_path) == 1
 
-# the packages found are the ones shipped beside asyncore_rs (python/asyncore, python/asynchat)
-site = os.path.dirname(os.path.dirname(os.path.realpath(asyncore_rs.__file__)))
-finder = globals().get("HideStdlibAsyncore")
+# the modules found are the ones in the asyncore_rs package beside the hook, and the wheel
+# ships no top-level asyncore/asynchat package of its own
+pkg = os.path.dirname(os.path.realpath(asyncore_rs.__file__))
+site = os.path.dirname(pkg)
+assert os.path.dirname(os.path.realpath(_asyncore_rs_hook.__file__)) == site
 for name in ("asyncore", "asynchat"):
-    if finder is not None:
-        spec = finder.find_spec(name)
-    else:
-        saved = sys.modules.pop(name)
-        try:
-            spec = importlib.util.find_spec(name)
-        finally:
-            sys.modules[name] = saved
+    saved = sys.modules.pop(name)
+    try:
+        spec = importlib.util.find_spec(name)
+    finally:
+        sys.modules[name] = saved
     assert spec is not None and spec.origin, (name, spec)
-    origin = os.path.realpath(spec.origin)
-    assert origin == os.path.join(site, name, "__init__.py"), (origin, site)
+    assert isinstance(spec.loader, _asyncore_rs_hook._AliasLoader), spec
+    assert os.path.realpath(spec.origin) == os.path.join(pkg, name + ".py"), (spec.origin, pkg)
+
+from importlib.metadata import files
+
+shipped = {str(f) for f in files("asyncore-rs")}
+assert "asyncore-rs.pth" in shipped and "_asyncore_rs_hook.py" in shipped, sorted(shipped)
+assert not [f for f in shipped if f.split("/")[0] in ("asyncore", "asynchat")], sorted(shipped)
 
 # and they work as the modules programs expect
 from asyncore import dispatcher, dispatcher_with_send, loop, socket_map
@@ -112,9 +130,40 @@ print("OK")
 
 def test_toplevel_packages_are_ours_with_the_stdlib_hidden():
     """What `import asyncore` gives on 3.12+, checked on this interpreter (stdlib hidden)."""
-    prefix = HIDE_STDLIB if STDLIB_HAS_ASYNCORE else ""
+    prefix = HIDE_STDLIB + INSTALL_HOOK if STDLIB_HAS_ASYNCORE else ""
     for first in ("asyncore", "asynchat"):
         check_ok(run_raw(prefix + TOPLEVEL_CHECK, first))
+
+
+STDLIB_WINS_ON_311 = """\
+import os, sys, sysconfig, warnings
+
+import asyncore_rs
+
+pth = os.path.join(os.path.dirname(os.path.dirname(asyncore_rs.__file__)), "asyncore-rs.pth")
+if not os.path.exists(pth):
+    print("SKIP no asyncore-rs.pth beside asyncore_rs (not installed from a wheel)")
+    raise SystemExit(0)
+# the .pth ran at start-up and did not even import the hook
+assert "_asyncore_rs_hook" not in sys.modules, sys.modules["_asyncore_rs_hook"]
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import asynchat
+    import asyncore
+stdlib = os.path.realpath(sysconfig.get_paths()["stdlib"])
+for mod in (asyncore, asynchat):
+    assert os.path.dirname(os.path.realpath(mod.__file__)) == stdlib, mod
+print("OK")
+"""
+
+
+@needs_stdlib_asyncore
+def test_stdlib_wins_on_311_without_install():
+    """The .pth leaves 3.11 alone: no hook imported, the stdlib modules are found."""
+    proc = run_raw(STDLIB_WINS_ON_311)
+    if proc.stdout.startswith("SKIP"):
+        pytest.skip(proc.stdout.strip())
+    check_ok(proc)
 
 
 def test_hidden_stdlib_really_is_hidden():

@@ -1,9 +1,9 @@
 """asyncore-rs: CPython 3.11's asyncore and asynchat, faster, in Rust.
 
 ``from asyncore_rs import asyncore, asynchat`` works on every Python version;
-on 3.12+ the wheel also provides the top-level ``asyncore`` and ``asynchat``
-names. ``install()`` makes those two names ours where the stdlib still has
-them (3.11 and older).
+on 3.12+ the top-level ``asyncore`` and ``asynchat`` names are ours too (the
+finder that ``asyncore-rs.pth`` installs, see ``_asyncore_rs_hook``).
+``install()`` makes those two names ours where the stdlib still has them (3.11).
 """
 
 import sys
