@@ -475,8 +475,10 @@ fn missing_attr(slf: &Bound<'_, Dispatcher>, name: impl std::fmt::Display) -> Py
 
 #[pymethods]
 impl Dispatcher {
+    // Any arguments: they are __init__'s (see the design notes on subclassable bases).
+    // The text signature is the class's, as help() and inspect.signature() show it.
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(sock=None, map=None)")]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         Dispatcher {
             st: Mutex::new(State::default()),
@@ -592,8 +594,10 @@ impl Dispatcher {
     }
 
     // ---- construction ----
+    // lib.rs installs this as `__init__`: a #[pymethods] `__init__` is a slot
+    // wrapper, which inspect.signature() shows as (*args, **kwargs).
     #[pyo3(signature = (sock=None, map=None))]
-    fn __init__(
+    fn _init(
         slf: &Bound<'_, Self>,
         sock: Option<&Bound<'_, PyAny>>,
         map: Option<&Bound<'_, PyAny>>,
@@ -661,7 +665,10 @@ impl Dispatcher {
     }
 
     // CPython's defaults: socket.AF_INET, socket.SOCK_STREAM.
-    #[pyo3(signature = (family = py_int(libc::AF_INET), r#type = py_int(libc::SOCK_STREAM)))]
+    #[pyo3(
+        signature = (family = py_int(libc::AF_INET), r#type = py_int(libc::SOCK_STREAM)),
+        text_signature = "($self, family=socket.AF_INET, type=socket.SOCK_STREAM)"
+    )]
     fn create_socket(slf: &Bound<'_, Self>, family: Py<PyAny>, r#type: Py<PyAny>) -> PyResult<()> {
         let py = slf.py();
         let (family, r#type) = (family.bind(py), r#type.bind(py));
