@@ -19,7 +19,6 @@ extensions: list[str] = []
 root_doc = "index"
 exclude_patterns = ["_build"]
 highlight_language = "python3"
-pygments_style = "sphinx"
 
 # Furo (in the [test] extra): a layout that reflows down to narrow windows; code
 # lines wrap instead of hiding behind a scrollbar (_static/wrap.css). Checked with
