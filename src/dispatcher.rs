@@ -475,10 +475,10 @@ fn missing_attr(slf: &Bound<'_, Dispatcher>, name: impl std::fmt::Display) -> Py
 
 #[pymethods]
 impl Dispatcher {
-    // Any arguments: they are __init__'s (see the design notes on subclassable bases).
-    // The text signature is the class's, as help() and inspect.signature() show it.
+    // No text signature of its own: inspect.signature(cls) and help() then take the
+    // class's from the Python `__init__` (CPython's parameters).
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(sock=None, map=None)")]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = None)]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         Dispatcher {
             st: Mutex::new(State::default()),
@@ -594,8 +594,8 @@ impl Dispatcher {
     }
 
     // ---- construction ----
-    // lib.rs installs this as `__init__`: a #[pymethods] `__init__` is a slot
-    // wrapper, which inspect.signature() shows as (*args, **kwargs).
+    // Called by the `__init__` that asyncore.py defines in Python: a #[pymethods]
+    // `__init__` is a slot wrapper, which inspect.signature() shows as (*args, **kwargs).
     #[pyo3(signature = (sock=None, map=None))]
     fn _init(
         slf: &Bound<'_, Self>,

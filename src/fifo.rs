@@ -213,8 +213,10 @@ pub struct SimpleProducer {
 impl SimpleProducer {
     // Any arguments, as dispatcher's: a subclass's `__init__` may take others and
     // call `simple_producer.__init__(self, data)`, which sets the attributes.
+    // No text signature of its own: inspect.signature(cls) and help() then take the
+    // class's from the Python `__init__` (CPython's parameters).
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs), text_signature = "(data, buffer_size=512)")]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = None)]
     fn new(
         py: Python<'_>,
         _args: &Bound<'_, PyTuple>,
@@ -226,7 +228,7 @@ impl SimpleProducer {
         }
     }
 
-    /// Installed as `__init__` by lib.rs (a plain method shows CPython's signature).
+    /// Called by the `__init__` that asynchat.py defines in Python (for CPython's signature).
     #[pyo3(
         signature = (data, buffer_size = crate::dispatcher::py_int(512)),
         text_signature = "($self, data, buffer_size=512)"

@@ -21,15 +21,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dispatcher::Dispatcher>()?;
     m.add_class::<fifo::Fifo>()?;
     m.add_class::<fifo::SimpleProducer>()?;
-    // `__init__` is a plain method (`_init`), not a #[pymethods] `__init__`: that
-    // would be a slot wrapper, which help() and inspect.signature() show as
-    // (self, /, *args, **kwargs) instead of CPython's parameters.
-    for cls in [
-        m.py().get_type::<dispatcher::Dispatcher>(),
-        m.py().get_type::<fifo::SimpleProducer>(),
-    ] {
-        cls.setattr("__init__", cls.getattr("_init")?)?;
-    }
     m.add_function(wrap_pyfunction!(module_state::bind_asyncore, m)?)?;
     m.add_function(wrap_pyfunction!(event_loop::loop_, m)?)?;
     m.add_function(wrap_pyfunction!(event_loop::poll, m)?)?;
