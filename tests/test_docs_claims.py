@@ -7,7 +7,9 @@ changing a test without its description fails here. Figures that are measurement
 measures them, and the pages name that command.
 """
 
+import ast
 import importlib.util
+import inspect
 import re
 import socket
 import subprocess
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from _impl import asynchat
+from _impl import asyncore as asyncore_rs_asyncore
 from _reference import _ref_asynchat
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,3 +198,62 @@ def test_readme_example_prints_what_it_says(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == promised
+
+
+def _documented_signatures(name):
+    """(class or None, name, parameter text) for every signature in docs/api/<name>.rst."""
+    found = []
+    cls = None
+    lines = page(f"docs/api/{name}.rst").splitlines()
+    for i, line in enumerate(lines):
+        m = re.match(r"^( *)\.\. (function|method|class|exception):: (.*)$", line)
+        if not m:
+            continue
+        indent, kind, first = m.groups()
+        if not indent:
+            cls = None
+        sigs = [first]
+        # Continuation signatures line up under the first one.
+        col = len(indent) + len(f".. {kind}:: ")
+        for more in lines[i + 1 :]:
+            if more.startswith(" " * col) and more.strip() and more[col] != " ":
+                sigs.append(more.strip())
+            else:
+                break
+        for sig in sigs:
+            sm = re.fullmatch(r"(\w+)(?:\((.*)\))?", sig)
+            assert sm, sig
+            owner = cls if kind == "method" else None
+            found.append((owner, sm.group(1), sm.group(2)))
+            if kind in ("class", "exception") and not indent:
+                cls = sm.group(1)
+    return found
+
+
+@pytest.mark.parametrize("name", ["asyncore", "asynchat"])
+def test_api_pages_show_the_runtime_signatures(name):
+    # Every signature the API pages show is the runtime's (and so CPython's, which
+    # tests/test_signatures.py checks): names, order, kinds and default values.
+    ours = {"asyncore": asyncore_rs_asyncore, "asynchat": asynchat}[name]
+    checked = 0
+    for owner, attr, params in _documented_signatures(name):
+        obj = getattr(getattr(ours, owner), attr) if owner else getattr(ours, attr)
+        if params is None:  # a class shown without parameters (SocketMap, ExitNow)
+            continue
+        sig = inspect.signature(obj)
+        got = list(sig.parameters.values())
+        if owner:
+            got = got[1:]  # self
+        tree = ast.parse(f"def f({params}): pass").body[0].args
+        names = [a.arg for a in tree.args]
+        defaults = [None] * (len(names) - len(tree.defaults)) + tree.defaults
+        where = f"{owner + '.' if owner else ''}{attr}({params})"
+        assert [p.name for p in got] == names, where
+        for p, default in zip(got, defaults):
+            if default is None:
+                assert p.default is inspect.Parameter.empty, where
+            else:
+                value = eval(ast.unparse(default), {"socket": socket})
+                assert (value, type(value)) == (p.default, type(p.default)), where
+        checked += 1
+    assert checked > 20
