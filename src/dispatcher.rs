@@ -56,8 +56,10 @@ impl Dispatcher {
 
 #[pymethods]
 impl Dispatcher {
+    // No text signature of its own: inspect.signature(cls) and help() then take the
+    // class's from the Python `__init__` (CPython's parameters).
     #[new]
-    #[pyo3(signature = (*_args, **_kwargs))]
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = None)]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
         Dispatcher::new_empty()
     }
@@ -136,8 +138,10 @@ impl Dispatcher {
     }
 
     // ---- construction ----
+    // Called by the `__init__` that asyncore.py defines in Python: a #[pymethods]
+    // `__init__` is a slot wrapper, which inspect.signature() shows as (*args, **kwargs).
     #[pyo3(signature = (sock=None, map=None))]
-    fn __init__(
+    fn _init(
         slf: &Bound<'_, Self>,
         sock: Option<&Bound<'_, PyAny>>,
         map: Option<&Bound<'_, PyAny>>,
@@ -204,7 +208,10 @@ impl Dispatcher {
     }
 
     // CPython's defaults: socket.AF_INET, socket.SOCK_STREAM.
-    #[pyo3(signature = (family = py_int(libc::AF_INET), r#type = py_int(libc::SOCK_STREAM)))]
+    #[pyo3(
+        signature = (family = py_int(libc::AF_INET), r#type = py_int(libc::SOCK_STREAM)),
+        text_signature = "($self, family=socket.AF_INET, type=socket.SOCK_STREAM)"
+    )]
     fn create_socket(slf: &Bound<'_, Self>, family: Py<PyAny>, r#type: Py<PyAny>) -> PyResult<()> {
         let py = slf.py();
         let (family, r#type) = (family.bind(py), r#type.bind(py));

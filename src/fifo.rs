@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use pyo3::exceptions::PyIndexError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::link::ChannelNotify;
 use crate::pyobj::make_slice;
@@ -210,10 +210,31 @@ pub struct SimpleProducer {
 
 #[pymethods]
 impl SimpleProducer {
+    // Any arguments, as dispatcher's: a subclass's `__init__` may take others and
+    // call `simple_producer.__init__(self, data)`, which sets the attributes.
+    // No text signature of its own: inspect.signature(cls) and help() then take the
+    // class's from the Python `__init__` (CPython's parameters).
     #[new]
-    #[pyo3(signature = (data, buffer_size = crate::pyobj::py_int(512)), text_signature = "(data, buffer_size=512)")]
-    fn new(data: Py<PyAny>, buffer_size: Py<PyAny>) -> Self {
-        SimpleProducer { data, buffer_size }
+    #[pyo3(signature = (*_args, **_kwargs), text_signature = None)]
+    fn new(
+        py: Python<'_>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> Self {
+        SimpleProducer {
+            data: pyo3::types::PyBytes::new(py, b"").into_any().unbind(),
+            buffer_size: crate::pyobj::py_int(512),
+        }
+    }
+
+    /// Called by the `__init__` that asynchat.py defines in Python (for CPython's signature).
+    #[pyo3(
+        signature = (data, buffer_size = crate::pyobj::py_int(512)),
+        text_signature = "($self, data, buffer_size=512)"
+    )]
+    fn _init(&mut self, data: Py<PyAny>, buffer_size: Py<PyAny>) {
+        self.data = data;
+        self.buffer_size = buffer_size;
     }
 
     fn more<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

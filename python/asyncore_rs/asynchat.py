@@ -40,7 +40,7 @@ class async_chat(asyncore.dispatcher):
     ac_in_buffer = _d._rs_ac_in_buffer
     producer_fifo = _d._rs_producer_fifo
 
-    __init__ = _d._ac_init
+    __init__ = asyncore._sock_map_init(_d._ac_init, "async_chat.__init__")
     collect_incoming_data = _d._ac_collect_incoming_data
     _collect_incoming_data = _d._ac__collect_incoming_data
     _get_data = _d._ac__get_data
@@ -63,5 +63,20 @@ async_chat.__module__ = "asynchat"
 del _d
 
 simple_producer = _core.simple_producer
+
+
+def _producer_init(setup):
+    """``simple_producer.__init__`` as a plain function, for CPython's signature
+    (see asyncore._sock_map_init)."""
+
+    def __init__(self, data, buffer_size=512):
+        setup(self, data, buffer_size)
+
+    __init__.__qualname__ = "simple_producer.__init__"
+    __init__.__module__ = "asynchat"
+    return __init__
+
+
+simple_producer.__init__ = _producer_init(simple_producer._init)
 fifo = _core.fifo
 find_prefix_at_end = _core.find_prefix_at_end

@@ -120,11 +120,32 @@ def loop(timeout=30.0, use_poll=False, map=None, count=None):
 dispatcher = _core.dispatcher
 
 
+def _sock_map_init(setup, qualname):
+    """A plain function calling a Rust set-up method, to serve as ``__init__``.
+
+    ``inspect.signature()`` (and so ``help()``) then shows CPython's
+    ``(self, sock=None, map=None)`` on every Python version: a #[pymethods]
+    ``__init__`` is a slot wrapper that shows ``(*args, **kwargs)``, and from 3.13
+    ``inspect.signature(cls)`` raises TypeError when a Rust method is assigned as
+    ``__init__`` (it binds ``__init__`` to the class itself).
+    """
+
+    def __init__(self, sock=None, map=None):
+        setup(self, sock, map)
+
+    __init__.__qualname__ = qualname
+    __init__.__module__ = "asyncore"
+    return __init__
+
+
+dispatcher.__init__ = _sock_map_init(dispatcher._init, "dispatcher.__init__")
+
+
 class dispatcher_with_send(dispatcher):
     """adds simple buffered output capability, useful for simple clients.
     [for more sophisticated usage use asynchat.async_chat]"""
 
-    __init__ = dispatcher._ws_init
+    __init__ = _sock_map_init(dispatcher._ws_init, "dispatcher_with_send.__init__")
     out_buffer = dispatcher._rs_out_buffer
     initiate_send = dispatcher._ws_initiate_send
     handle_write = dispatcher._ws_handle_write
