@@ -9,6 +9,7 @@ mod dispatcher;
 mod errors;
 mod event_loop;
 mod fifo;
+mod loadgen;
 mod module_state;
 mod output_batch;
 mod scanner;
@@ -33,5 +34,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(errors::compact_traceback, m)?)?;
     m.add_function(wrap_pyfunction!(errors::strerror, m)?)?;
     m.add_function(wrap_pyfunction!(async_chat::find_prefix_at_end, m)?)?;
+    loadgen::register(m)?;
     Ok(())
 }
