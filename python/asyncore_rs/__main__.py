@@ -1,6 +1,7 @@
 """``python -m asyncore_rs``: a loopback echo demo and a short benchmark.
 
-    python -m asyncore_rs                  # the demo, then the short benchmark (bench --quick)
+    python -m asyncore_rs [options]        # the demo, then the short benchmark (bench --quick
+                                           # [options], e.g. --duration 5 --impls ...)
     python -m asyncore_rs demo             # only the loopback echo demo
     python -m asyncore_rs bench [options]  # the benchmark suite (bench --help for its options)
 
@@ -82,9 +83,16 @@ def demo():
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help", "help"):
-        print(__doc__.split("\n\n", 2)[0] + "\n\n" + USAGE)
+        print(
+            f"usage: {PROG} [bench options] | {PROG} demo | {PROG} bench [options]\n\n"
+            + __doc__.split("\n\n", 2)[0].strip("`").replace("``", "")
+            + "\n\n"
+            + USAGE
+            + "\n\nThe short benchmark takes the bench options (see bench --help), "
+            "--smoke and --quick aside."
+        )
         return 0
-    command, rest = (argv[0], argv[1:]) if argv else ("", [])
+    command, rest = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("", argv)
     if command == "demo":
         if rest in (["-h"], ["--help"]):
             print(HELP["demo"])
@@ -100,6 +108,9 @@ def main(argv=None):
     if command:
         print(f"{PROG}: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
+    if "--smoke" in rest or "--quick" in rest:
+        print(f"{PROG}: runs bench --quick; use {PROG} bench for other presets", file=sys.stderr)
+        return 2
 
     try:
         ok = demo()
@@ -114,7 +125,7 @@ def main(argv=None):
         + f". {PROG} bench runs the full suite.",
         flush=True,
     )
-    rc = _bench.main(["--quick"], prog=f"{PROG} bench")
+    rc = _bench.main(["--quick", *rest], prog=f"{PROG} bench")
     return rc if ok else 1
 
 
