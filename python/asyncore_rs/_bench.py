@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,7 @@ class Scenario:
     line_size: int = 64
     idle: int = 0
     handler: str = "recv8192"  # the legacy echo handler's shape
+    short: str = ""  # the name in the docs' summary
 
     def loadgen_kwargs(self, idle: int) -> dict:
         kw: dict = {"mode": self.mode, "conns": self.conns}
@@ -88,7 +90,7 @@ class Scenario:
 SCENARIOS = {
     s.key: s
     for s in [
-        Scenario("echo", "64 B echo, 50 connections", "echo", "echo", conns=50),
+        Scenario("echo", "64 B echo, 50 connections", "echo", "echo", conns=50, short="64 B echo"),
         Scenario(
             "echo65536",
             "64 B echo, 50 connections, recv(65536) handler",
@@ -96,6 +98,7 @@ SCENARIOS = {
             "echo",
             conns=50,
             handler="recv65536",
+            short="64 B echo with recv(65536)",
         ),
         Scenario(
             "lines",
@@ -105,11 +108,26 @@ SCENARIOS = {
             conns=10,
             unit="line",
             lines=100,
+            short="100 pipelined lines",
         ),
         Scenario(
-            "idle", "64 B echo, 10 active + {idle} idle connections", "echo", "echo", 10, idle=5000
+            "idle",
+            "64 B echo, 10 active + {idle} idle connections",
+            "echo",
+            "echo",
+            10,
+            idle=5000,
+            short="{idle} idle connections",
         ),
-        Scenario("bulk", "64 KiB echo, 4 connections", "bulk", "echo", conns=4, size=65536),
+        Scenario(
+            "bulk",
+            "64 KiB echo, 4 connections",
+            "bulk",
+            "echo",
+            conns=4,
+            size=65536,
+            short="64 KiB echo",
+        ),
         Scenario(
             "bulk65536",
             "64 KiB echo, 4 connections, recv(65536) handler",
@@ -118,6 +136,7 @@ SCENARIOS = {
             conns=4,
             size=65536,
             handler="recv65536",
+            short="64 KiB echo with recv(65536)",
         ),
         Scenario(
             "churn",
@@ -126,6 +145,7 @@ SCENARIOS = {
             "churn",
             conns=10,
             unit="connection",
+            short="connection churn",
         ),
     ]
 }
@@ -675,6 +695,7 @@ def run_prepared(params, progress, impls, active, unavailable) -> dict:
             "idle_connections": params.idle if scn.idle else 0,
             "request_bytes": scn.lines * scn.line_size if scn.mode == "lines" else scn.size,
             "handler": scn.handler,
+            "short": scn.short.format(idle=params.idle),
             "results": results,
         }
     steal = steal_pct(suite_times, cpu_times())
@@ -846,27 +867,27 @@ def ratio(x: float | None, y: float | None) -> str:
 
 
 def summary_sentence(report: dict) -> str:
-    """What the report says, as a sentence (asyncore-rs against the others)."""
+    """What the report says, as a sentence: asyncore-rs against pure Python and uvloop."""
     labels = {k: v["label"] for k, v in report["implementations"].items()}
     parts = []
-    for scn in report["scenarios"].values():
-        ours = cpu_of(scn, "asyncore_rs")
-        if ours is None:
+    for key, scn in report["scenarios"].items():
+        ours, pure, uv = (cpu_of(scn, k) for k in ("asyncore_rs", "pure_python", "uvloop"))
+        if ours is None or not (pure or uv):
             continue
-        cmp = []
-        for key in ("pure_python", "uvloop", "ceiling"):
-            theirs = cpu_of(scn, key)
-            if theirs:
-                cmp.append(f"{ratio(ours, theirs)} {labels[key]}")
-        per = scn["unit"]
-        parts.append(f"{scn['title']}: {fmt_num(ours)} µs per {per} ({', '.join(cmp)})")
-    pure = labels.get("pure_python", "the pure-Python asyncore")
-    head = (
-        f"On CPython {report['machine']['python']} ({report['date'][:10]}), asyncore-rs's "
-        f"server CPU time, with the cost relative to {pure}, uvloop and a plain Rust epoll "
-        "server (below 1× is cheaper): "
+        name = scn.get("short") or scn["title"]
+        if "short" not in scn and key in SCENARIOS:
+            name = SCENARIOS[key].short.format(idle=scn.get("idle_connections", 0))
+        cmp = [f"{ratio(ours, x)} {what}" for x, what in ((pure, "pure"), (uv, "uvloop")) if x]
+        parts.append(f"{name} {', '.join(cmp)}")
+    if not parts:
+        return ""
+    pure_label = labels.get("pure_python", "not run")
+    return (
+        f"On CPython {report['machine']['python']} ({report['date'][:10]}) the asyncore-rs "
+        f"server's CPU time per unit of work, relative to the pure-Python asyncore "
+        f'("pure": {pure_label}) and to uvloop running the same work (below 1× is '
+        f"cheaper), was: {'; '.join(parts)}."
     )
-    return head + "; ".join(parts) + "."
 
 
 def rst_table(title: str, headers: list[str], rows: list[list[str]]) -> list[str]:
@@ -950,7 +971,8 @@ def format_rst(reports: list[dict], charts: set[str]) -> str:
         "Benchmarks",
         "==========",
         "",
-        " ".join(summary_sentence(r) for r in reverse_newest(reports)),
+        *textwrap.wrap(" ".join(summary_sentence(r) for r in reverse_newest(reports)), 88),
+        "",
         "The figure is the **server's CPU time per unit of work** (a request, a line",
         "or a connection): utime + stime of the server process over the measured",
         "window, which on a shared machine moves much less than requests per second",
