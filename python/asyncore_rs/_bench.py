@@ -1138,6 +1138,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         help="run nothing: rewrite docs/benchmarks.rst and its charts from the saved reports",
     )
     parser.add_argument("--docs-file", type=Path, help=argparse.SUPPRESS)
+    # The command shown in the docs when a wrapper runs this (benches/sid_bench.sh).
+    parser.add_argument("--shown-command", help=argparse.SUPPRESS)
     parser.add_argument(
         "--max-steal",
         type=float,
@@ -1192,9 +1194,11 @@ def shown_args(argv: list[str]) -> list[str]:
     for arg in argv:
         if skip:
             skip = False
-        elif arg in ("--docs-file", "--pure-dir", "--chart"):
+        elif arg in ("--docs-file", "--pure-dir", "--chart", "--shown-command"):
             skip = True
-        elif not arg.startswith(("--docs-file=", "--pure-dir=", "--chart=")) and arg not in (
+        elif not arg.startswith(
+            ("--docs-file=", "--pure-dir=", "--chart=", "--shown-command=")
+        ) and arg not in (
             "--quiet",
             "--json",
         ):
@@ -1227,7 +1231,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m asyncore_rs bench
             f"{params.rounds} round(s) of {params.duration:g} s (+{params.warmup:g} s warm-up)"
         )
         report = run_suite(params, progress)
-        command = " ".join([prog, *map(shlex.quote, shown_args(argv))])
+        command = args.shown_command or " ".join([prog, *map(shlex.quote, shown_args(argv))])
         report["command"] = command
         table = format_table(report)
         if args.json:
