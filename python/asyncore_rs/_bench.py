@@ -429,7 +429,16 @@ def run_one(impl: Impl, scn: Scenario, params: Params) -> dict:
             stop(proc)
     result = derive(data, scn, idle)
     result["steal_pct"] = stolen
+    result["load_avg"] = load_avg()
     return result
+
+
+def load_avg() -> float | None:
+    """The 1-minute load average: other processes competing for the CPUs show here."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
 
 
 STEAL_RETRIES = 2
@@ -700,6 +709,7 @@ def run_prepared(params, progress, impls, active, unavailable) -> dict:
         }
     steal = steal_pct(suite_times, cpu_times())
     per_run = [r["steal_pct"] for rs in runs.values() for r in rs if r["steal_pct"] is not None]
+    loads = [r["load_avg"] for rs in runs.values() for r in rs if r.get("load_avg") is not None]
     return {
         "suite": "asyncore-rs benchmarks",
         "schema": 2,
@@ -709,6 +719,7 @@ def run_prepared(params, progress, impls, active, unavailable) -> dict:
             **machine_info(params.python),
             "steal_pct": steal,
             "steal_pct_max_run": max(per_run) if per_run else None,
+            "load_avg_median": statistics.median(loads) if loads else None,
         },
         "params": {
             "rounds": params.rounds,
@@ -791,6 +802,18 @@ def steal_note(report: dict) -> str:
     return note
 
 
+def load_note(report: dict) -> str:
+    """How busy the machine was ("" when unknown)."""
+    load = report["machine"].get("load_avg_median")
+    if load is None:
+        return ""
+    return (
+        f"1-minute load average after each run: median {load:.1f} on "
+        f"{report['machine']['cpus']} CPUs"
+        + (" (other processes competed for the CPUs)" if load > report["machine"]["cpus"] else "")
+    )
+
+
 def format_table(report: dict) -> str:
     headers = ["implementation"] + [c[0] for c in COLUMNS]
     groups = table_rows(report)
@@ -813,6 +836,7 @@ def format_table(report: dict) -> str:
         f"{p['duration_s']:g} s measured after {p['warmup_s']:g} s warm-up",
         f"{m['cpu']} x{m['cpus']}, {m['system']}, Python {m['python']}, {report['date']}",
         *([steal_note(report)] if steal_note(report) else []),
+        *([load_note(report)] if load_note(report) else []),
         "",
         "  " + line(headers),
     ]
@@ -923,6 +947,7 @@ def rst_section(report: dict, has_chart: bool) -> list[str]:
         f"Median of {rounds} interleaved round{'s' if rounds != 1 else ''}; each run",
         f"measures {p['duration_s']:g} s after a {p['warmup_s']:g} s warm-up.",
         *([steal_note(report) + "."] if steal_note(report) else []),
+        *([load_note(report) + "."] if load_note(report) else []),
         "",
     ]
     if has_chart:
@@ -977,7 +1002,9 @@ def format_rst(reports: list[dict], charts: set[str]) -> str:
         "or a connection): utime + stime of the server process over the measured",
         "window, which on a shared machine moves much less than requests per second",
         "do. Lower is better. Every server runs the same handler code in a process",
-        "of its own; ``python -m asyncore_rs`` runs a short version of this.",
+        "of its own; ``python -m asyncore_rs`` runs a short version of this. On a",
+        "shared machine even this figure moves by 10-20 % from run to run: compare",
+        "implementations within one section (run interleaved), not across sections.",
         "",
     ]
     newest = reports[-1]

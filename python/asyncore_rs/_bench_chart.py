@@ -49,7 +49,11 @@ def write_chart(report: dict, path: Path) -> str | None:
     # Same output for the same report: no timestamp, a fixed id salt, text kept as text.
     with plt.rc_context({"svg.hashsalt": "asyncore-rs", "svg.fonttype": "none", "font.size": 9}):
         fig, axes = plt.subplots(
-            rows, cols, figsize=(11, 0.35 * n_impls * rows + 1.4 * rows + 0.6), squeeze=False
+            rows,
+            cols,
+            figsize=(11, 0.35 * n_impls * rows + 1.4 * rows + 0.6),
+            squeeze=False,
+            layout="constrained",
         )
         for ax, scn in zip(axes.flat, scenarios):
             draw_panel(ax, report, scn)
@@ -61,12 +65,22 @@ def write_chart(report: dict, path: Path) -> str | None:
             f"{m['cpus']} CPUs, {report['date'][:10]}",
             fontsize=11,
         )
-        fig.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, format="svg", metadata={"Date": None})
         plt.close(fig)
     return None
+
+
+def axis_limit(values: list[float]) -> float:
+    """Where a panel's axis ends: a bar far longer than the typical one (asyncio's, or
+    the pure-Python asyncore's with thousands of idle connections) is clipped there, so
+    that the differences between the others stay readable. A log scale would hide them.
+    """
+    ordered = sorted(values)
+    typical = ordered[(len(ordered) - 1) // 2]
+    shown = [v for v in ordered if v <= 3 * typical]
+    return 1.5 * shown[-1] if len(shown) < len(ordered) else ordered[-1]
 
 
 def draw_panel(ax, report: dict, scn: dict) -> None:
@@ -80,20 +94,17 @@ def draw_panel(ax, report: dict, scn: dict) -> None:
     ax.invert_yaxis()
     title = textwrap.fill(f"{scn['title']} (per {scn['unit']})", 52)
     ax.set_title(title, fontsize=9.5, loc="left")
-    top = max(values)
-    # A log scale would hide the differences that matter; an idle-scenario bar hundreds
-    # of times longer than the others is clipped and labelled with its value instead.
-    rest = sorted(values)[:-1]
-    limit = top
-    if rest and top > 20 * max(rest):
-        limit = 4 * max(rest)
-    ax.barh(list(ys), [min(v, limit) for v in values], color=colours)
-    ax.set_xlim(0, limit * 1.18)
-    for y, v in zip(ys, values):
-        shown = min(v, limit)
+    limit = axis_limit(values)
+    widths = [min(v, limit) for v in values]
+    bars_ = ax.barh(list(ys), widths, color=colours)
+    ax.set_xlim(0, limit * 1.25)
+    for bar, y, v in zip(bars_, ys, values):
         text = f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
         if v > limit:
+            # A clipped bar is hatched and says so, with its real value.
+            bar.set_hatch("///")
+            bar.set_edgecolor("white")
             text += " (clipped)"
-        ax.text(shown + limit * 0.01, y, text, va="center", fontsize=8)
+        ax.text(min(v, limit) + limit * 0.01, y, text, va="center", fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     ax.tick_params(axis="y", length=0)
