@@ -363,13 +363,16 @@ def server_command(impl: Impl, scn: Scenario, params: Params) -> list[str]:
 
 def read_port(proc: subprocess.Popen, timeout: float) -> int:
     deadline = time.monotonic() + timeout
+    out = proc.stdout
+    if out is None:
+        raise RunError("the server's stdout is not a pipe")
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             raise RunError(f"the server did not print its port within {timeout:.0f} s")
-        ready, _, _ = select.select([proc.stdout], [], [], left)
+        ready, _, _ = select.select([out], [], [], left)
         if ready:
-            line = proc.stdout.readline()
+            line = out.readline()
             if not line:
                 raise RunError(f"the server exited before printing its port (exit {proc.wait()})")
             text = line.decode(errors="replace").strip()
@@ -448,16 +451,17 @@ def run_with_little_steal(impl, scn, params, progress, head) -> dict:
     """run_one(), repeated (up to STEAL_RETRIES times) while the hypervisor stole more
     than --max-steal percent of the machine's CPU time during the run: CPU time per
     request inflates then. Keeps the run with the least steal."""
-    best = None
-    for attempt in range(1 + STEAL_RETRIES):
-        r = run_one(impl, scn, params)
-        if best is None or (r["steal_pct"] or 0) < (best["steal_pct"] or 0):
-            best = r
-        if r["steal_pct"] is None or r["steal_pct"] <= params.max_steal:
+    best = run_one(impl, scn, params)
+    attempts = 1
+    while best["steal_pct"] is not None and best["steal_pct"] > params.max_steal:
+        if attempts > STEAL_RETRIES:
             break
-        if attempt < STEAL_RETRIES:
-            progress.note(f"{head} {r['steal_pct']:.0f}% steal time: run again")
-    best["attempts"] = attempt + 1
+        progress.note(f"{head} {best['steal_pct']:.0f}% steal time: run again")
+        r = run_one(impl, scn, params)
+        attempts += 1
+        if r["steal_pct"] is None or r["steal_pct"] < best["steal_pct"]:
+            best = r
+    best["attempts"] = attempts
     return best
 
 
@@ -780,7 +784,7 @@ def table_rows(report: dict, docs: bool = False) -> list[tuple[str, list[list[st
                     cells.append(f"{100 * cpu / base:.0f}%" if base and cpu is not None else "-")
                 elif mkey == "rss_per_idle_kib" and "rss_per_idle_kib" not in med:
                     cells.append("-")
-                else:
+                elif fmt is not None:
                     cells.append(fmt(med.get(mkey)))
             rows.append(cells)
         out.append((f"{scn['title']} (CPU per {scn['unit']})", rows))
