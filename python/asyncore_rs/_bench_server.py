@@ -130,10 +130,14 @@ def protocol_for(scenario):
 
 def load_asyncore_rs(args):
     import asyncore_rs
-    from asyncore_rs import asynchat, asyncore
+    from asyncore_rs import _core, asynchat, asyncore
 
     where = "installed" if "-packages" in asyncore.__file__ else "source tree"
-    detail = f"asyncore-rs {asyncore_rs.__version__} ({where}) on {_python()}"
+    # abi3 and version-specific builds differ in calling convention (and speed).
+    build = (
+        "abi3 build" if ".abi3." in os.path.basename(_core.__file__) else "version-specific build"
+    )
+    detail = f"asyncore-rs {asyncore_rs.__version__} ({where}, {build}) on {_python()}"
     if args.impl == "asyncore_rs_unbatched":
         asynchat.async_chat.ac_batch_output = False
         detail += ", ac_batch_output=False"
