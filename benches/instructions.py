@@ -23,23 +23,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench  # noqa: E402  (the loadgen build and scenario table)
-
-SERVERS = Path(__file__).resolve().parent / "servers"
+from asyncore_rs import _bench as bench
+from asyncore_rs import _bench_server
+from asyncore_rs._core import _loadgen_run
 
 # Serves until the load generator has come and gone, then exits normally, so that
 # callgrind writes its totals (a killed process writes none).
 SERVER = """
-import sys
-sys.path.insert(0, {servers!r})
+import runpy, sys
+make_server = runpy.run_path({server_file!r})["make_server"]
 if {impl!r} == "stdlib":
     import asynchat, asyncore
 else:
     from asyncore_rs import asynchat, asyncore
-from legacy_handlers import make_server
 
-server = make_server(asyncore, asynchat, {scenario!r})
+server = make_server(asyncore, asynchat, {scenario!r}, handler={handler!r})
 print(server.socket.getsockname()[1], flush=True)
 seen = False
 while True:
@@ -51,10 +49,15 @@ while True:
 """
 
 
-def count(args, loadgen: Path, requests: int, workdir: Path) -> int:
+def count(args, requests: int, workdir: Path) -> int:
     """Total instructions (Ir) of one server run serving `requests` requests."""
     out = workdir / f"callgrind.{requests}"
-    script = SERVER.format(servers=str(SERVERS), impl=args.impl, scenario=args.server_scenario)
+    script = SERVER.format(
+        server_file=_bench_server.__file__,
+        impl=args.impl,
+        scenario=args.server_scenario,
+        handler=args.handler,
+    )
     server = subprocess.Popen(
         [
             "valgrind",
@@ -70,23 +73,13 @@ def count(args, loadgen: Path, requests: int, workdir: Path) -> int:
     )
     try:
         port = int(server.stdout.readline())
-        subprocess.run(
-            [
-                str(loadgen),
-                "--port",
-                str(port),
-                "--requests",
-                str(requests),
-                "--warmup",
-                "0",
-                "--duration",
-                "100000",
-                "--stall-timeout",
-                "120",
-                *args.loadgen_args,
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
+        _loadgen_run(
+            port,
+            requests=requests,
+            warmup=0.0,
+            duration=100000.0,
+            stall_timeout=120.0,
+            **args.loadgen_kwargs,
         )
         server.wait(timeout=300)
     finally:
@@ -101,7 +94,11 @@ def count(args, loadgen: Path, requests: int, workdir: Path) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--impl", choices=("asyncore_rs", "stdlib"), default="asyncore_rs")
-    parser.add_argument("--scenario", choices=("echo", "lines", "bulk", "churn"), default="echo")
+    parser.add_argument(
+        "--scenario",
+        choices=("echo", "echo65536", "lines", "bulk", "bulk65536", "churn"),
+        default="echo",
+    )
     parser.add_argument("--requests", default=None, help="N1,N2 (default depends on scenario)")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
@@ -109,13 +106,14 @@ def main(argv=None) -> int:
         return 2
     scn = bench.SCENARIOS[args.scenario]
     args.server_scenario = scn.server
-    args.loadgen_args = scn.loadgen_args(0)
+    args.handler = scn.handler
+    args.loadgen_kwargs = scn.loadgen_kwargs(0)
     defaults = {"echo": "5000,25000", "lines": "300,1300", "bulk": "500,2500", "churn": "1000,4000"}
+    defaults.update(echo65536=defaults["echo"], bulk65536=defaults["bulk"])
     n1, n2 = (int(n) for n in (args.requests or defaults[args.scenario]).split(","))
-    bins = bench.ensure_loadgen(bench.Progress())
     with tempfile.TemporaryDirectory() as tmp:
-        a = count(args, bins["loadgen"], n1, Path(tmp))
-        b = count(args, bins["loadgen"], n2, Path(tmp))
+        a = count(args, n1, Path(tmp))
+        b = count(args, n2, Path(tmp))
     per = (b - a) / (n2 - n1)
     unit = scn.unit
     if scn.lines:

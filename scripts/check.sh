@@ -15,11 +15,6 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test --quiet
 
-step "Load generator crate (benches/loadgen)"
-cargo fmt --check --manifest-path benches/loadgen/Cargo.toml
-cargo clippy --quiet --all-targets --manifest-path benches/loadgen/Cargo.toml -- -D warnings
-cargo test --quiet --manifest-path benches/loadgen/Cargo.toml
-
 step "Python: ruff"
 ruff check .
 ruff format --check .

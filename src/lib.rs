@@ -36,6 +36,10 @@ mod loop_state;
 mod loop_cache;
 mod event_loop;
 
+// layer: tools (the benchmark's load generator and ceiling server; uses
+// nothing from the crate)
+mod loadgen;
+
 use pyo3::prelude::*;
 
 #[pymodule]
@@ -56,5 +60,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(errors::compact_traceback, m)?)?;
     m.add_function(wrap_pyfunction!(errors::strerror, m)?)?;
     m.add_function(wrap_pyfunction!(async_chat::find_prefix_at_end, m)?)?;
+    loadgen::register(m)?;
     Ok(())
 }

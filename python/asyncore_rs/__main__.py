@@ -1,53 +1,28 @@
 """``python -m asyncore_rs``: a loopback echo demo and a short benchmark.
 
-    python -m asyncore_rs                  # demo, then a short asyncore-rs vs stdlib benchmark
+    python -m asyncore_rs [options]        # the demo, then the short benchmark (bench --quick
+                                           # [options], e.g. --duration 5 --impls ...)
     python -m asyncore_rs demo             # only the loopback echo demo
-    python -m asyncore_rs bench [options]  # the benchmark suite (--help for its options)
+    python -m asyncore_rs bench [options]  # the benchmark suite (bench --help for its options)
 
-The benchmarks live in the source checkout (``benches/``), not in the wheel: they are
-found beside this package in a checkout or an editable install, else in the current
-directory, else in ``$ASYNCORE_RS_BENCHES``.
+Everything runs from the installed wheel: the load generator is in the extension
+(Rust, driving loopback sockets with the GIL released) and the benchmark's servers are
+in this package. The pure-Python asyncore it compares with is the standard library's on
+3.11; on 3.12+ pip fetches the pyasyncore/pyasynchat backports into a temporary
+directory for the run (never installed into this environment).
 """
 
-import importlib.util
-import os
 import socket
 import sys
 import threading
 import time
-from pathlib import Path
 
 USAGE = __doc__.split("\n\n")[1]
-
-
-def find_benches():
-    """The benches/ directory of a source checkout, or None."""
-    candidates = []
-    if os.environ.get("ASYNCORE_RS_BENCHES"):
-        candidates.append(Path(os.environ["ASYNCORE_RS_BENCHES"]))
-    here = Path(__file__).resolve()
-    candidates += [here.parents[2] / "benches", Path.cwd() / "benches"]
-    for path in candidates:
-        if (path / "bench.py").is_file() and (path / "loadgen" / "Cargo.toml").is_file():
-            return path
-    return None
-
-
-def load_bench_module(benches):
-    spec = importlib.util.spec_from_file_location("asyncore_rs_bench", benches / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def no_benches_message():
-    return (
-        "python -m asyncore_rs: the benchmarks need a source checkout of asyncore-rs, and "
-        "none was found beside the installed package or in the current directory.\n"
-        "Run this from the repository root (the directory holding benches/), or set "
-        "ASYNCORE_RS_BENCHES=/path/to/asyncore-rs/benches."
-    )
+PROG = "python -m asyncore_rs"
+HELP = {
+    "demo": f"usage: {PROG} demo\n\nOne echo round trip through an asyncore-rs "
+    "dispatcher_with_send server on 127.0.0.1 (a client thread sends, the loop echoes).",
+}
 
 
 def demo():
@@ -108,18 +83,33 @@ def demo():
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(
+            f"usage: {PROG} [bench options] | {PROG} demo | {PROG} bench [options]\n\n"
+            + __doc__.split("\n\n", 2)[0].strip("`").replace("``", "")
+            + "\n\n"
+            + USAGE
+            + "\n\nThe short benchmark takes the bench options (see bench --help), "
+            "--smoke and --quick aside."
+        )
         return 0
-    if argv and argv[0] == "demo":
-        return 0 if demo() else 1
-    if argv and argv[0] == "bench":
-        benches = find_benches()
-        if benches is None:
-            print(no_benches_message(), file=sys.stderr)
+    command, rest = (argv[0], argv[1:]) if argv and not argv[0].startswith("-") else ("", argv)
+    if command == "demo":
+        if rest in (["-h"], ["--help"]):
+            print(HELP["demo"])
+            return 0
+        if rest:
+            print(f"{PROG} demo: unexpected arguments {rest}\n\n{HELP['demo']}", file=sys.stderr)
             return 2
-        return load_bench_module(benches).main(argv[1:], prog="python -m asyncore_rs bench")
-    if argv:
-        print(f"python -m asyncore_rs: unknown command {argv[0]!r}\n\n{USAGE}", file=sys.stderr)
+        return 0 if demo() else 1
+    if command == "bench":
+        from asyncore_rs import _bench
+
+        return _bench.main(rest, prog=f"{PROG} bench")
+    if command:
+        print(f"{PROG}: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    if "--smoke" in rest or "--quick" in rest:
+        print(f"{PROG}: runs bench --quick; use {PROG} bench for other presets", file=sys.stderr)
         return 2
 
     try:
@@ -127,17 +117,15 @@ def main(argv=None):
     except ImportError as exc:
         print(f"echo demo skipped: asyncore_rs cannot be imported ({exc})")
         ok = False
-    benches = find_benches()
-    if benches is None:
-        print(no_benches_message(), file=sys.stderr)
-        return 0 if ok else 1
+    from asyncore_rs import _bench
+
     print(
-        "short benchmark: asyncore-rs (default, and with ac_batch_output=False) vs the pure-Python "
-        "asyncore on the same handler code, 1000 idle connections in the idle scenario "
-        "(python -m asyncore_rs bench runs the full suite)",
+        f"\nshort benchmark ({PROG} bench --quick): "
+        + _bench.PRESETS["quick"].describe()
+        + f". {PROG} bench runs the full suite.",
         flush=True,
     )
-    rc = load_bench_module(benches).main(["--quick"], prog="python -m asyncore_rs bench")
+    rc = _bench.main(["--quick", *rest], prog=f"{PROG} bench")
     return rc if ok else 1
 
 

@@ -28,3 +28,13 @@ class _ChangeLog:
     def __len__(self) -> int: ...
     @property
     def everything(self) -> bool: ...
+
+# Benchmark tools (src/loadgen.rs), used by asyncore_rs._bench.
+def _loadgen_run(port: int, **options: Any) -> dict[str, Any]: ...
+def _ceiling_serve(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    scenario: str = "echo",
+    backlog: int = 1024,
+    ready: Any = None,
+) -> None: ...
