@@ -34,11 +34,11 @@ def bars(report: dict, scenario: dict) -> list[tuple[str, str, float]]:
 def write_chart(report: dict, path: Path) -> str | None:
     """Writes the chart as SVG to `path`; returns None, or why there is no chart."""
     try:
-        import matplotlib
+        import matplotlib  # type: ignore[import-not-found]  # optional extra "bench"
     except ImportError:
         return 'matplotlib is not installed (pip install "asyncore-rs[bench]")'
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found]
 
     scenarios = [s for s in report["scenarios"].values() if bars(report, s)]
     if not scenarios:
