@@ -19,6 +19,7 @@ use crate::channel::{
 use crate::dispatcher::{dispatcher_init, dispatcher_send};
 use crate::errors::{call_in_except, errno_of, is_disconnect};
 use crate::fifo::{self, Fifo};
+use crate::names;
 use crate::scanner::{prefix_at_end, Scan, Terminator};
 use crate::sockio::{plain_fd, recv_with, Direct};
 
@@ -48,16 +49,16 @@ fn type_name(v: &Bound<'_, PyAny>) -> String {
 
 pub fn init(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     let py = slf.py();
-    slf.setattr(intern!(py, "ac_in_buffer"), PyBytes::new(py, b""))?;
-    slf.setattr(intern!(py, "incoming"), PyList::empty(py))?;
+    slf.setattr(names::ac_in_buffer(py), PyBytes::new(py, b""))?;
+    slf.setattr(names::incoming(py), PyList::empty(py))?;
     let fifo = Bound::new(py, Fifo::empty())?;
     set_producer_fifo(slf, fifo.as_any())
 }
 
 pub fn get_data<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
-    let incoming = slf.getattr(intern!(py, "incoming"))?;
-    let d = PyBytes::new(py, b"").call_method1(intern!(py, "join"), (&incoming,))?;
+    let incoming = slf.getattr(names::incoming(py))?;
+    let d = PyBytes::new(py, b"").call_method1(names::join(py), (&incoming,))?;
     incoming.del_item(pyo3::types::PySlice::full(py))?;
     Ok(d)
 }
@@ -65,15 +66,15 @@ pub fn get_data<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>
 pub fn set_terminator(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = slf.py();
     let mut term = term.clone();
-    if term.is_instance_of::<PyString>() && slf.getattr(intern!(py, "use_encoding"))?.is_truthy()? {
-        let encoding = slf.getattr(intern!(py, "encoding"))?;
+    if term.is_instance_of::<PyString>() && slf.getattr(names::use_encoding(py))?.is_truthy()? {
+        let encoding = slf.getattr(names::encoding(py))?;
         term = py.get_type::<PyBytes>().call1((term, encoding))?;
     } else if term.is_instance_of::<PyInt>() && term.lt(0)? {
         return Err(PyValueError::new_err(
             "the number of received bytes must be positive",
         ));
     }
-    slf.setattr(intern!(py, "terminator"), term)
+    slf.setattr(names::terminator(py), term)
 }
 
 pub fn discard_buffers(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
@@ -98,10 +99,8 @@ pub fn handle_read(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
 /// Receives into the input buffer; false when handle_read must return now.
 fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
     let py = slf.py();
-    let size = slf.getattr(intern!(py, "ac_in_buffer_size"))?;
-    if Dispatcher::is_direct(slf, F_INBUF)
-        && has_builtin(slf, intern!(py, "recv"), intern!(py, "recv"))
-    {
+    let size = slf.getattr(names::ac_in_buffer_size(py))?;
+    if Dispatcher::is_direct(slf, F_INBUF) && has_builtin(slf, names::recv(py), names::recv(py)) {
         let sock = socket_of(slf)?;
         if let (Some(fd), Ok(n)) = (plain_fd(py, &sock), size.extract::<usize>()) {
             let me = slf.get();
@@ -111,7 +110,7 @@ fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
             }) {
                 Direct::Done(0) => {
                     // dispatcher.recv: an empty read means the peer closed.
-                    slf.call_method0(intern!(py, "handle_close"))?;
+                    slf.call_method0(names::handle_close(py))?;
                     return Ok(true);
                 }
                 Direct::Done(_) => return Ok(true),
@@ -120,19 +119,19 @@ fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
             }
         }
     }
-    let data = match slf.call_method1(intern!(py, "recv"), (&size,)) {
+    let data = match slf.call_method1(names::recv(py), (&size,)) {
         Ok(d) => d,
         Err(e) if e.is_instance_of::<PyBlockingIOError>(py) => return Ok(false),
         Err(e) if e.is_instance_of::<PyOSError>(py) => {
-            call_in_except(py, slf, intern!(py, "handle_error"), e)?;
+            call_in_except(py, slf, names::handle_error(py), e)?;
             return Ok(false);
         }
         Err(e) => return Err(e),
     };
-    if data.is_instance_of::<PyString>() && slf.getattr(intern!(py, "use_encoding"))?.is_truthy()? {
+    if data.is_instance_of::<PyString>() && slf.getattr(names::use_encoding(py))?.is_truthy()? {
         // CPython 3.11 writes `bytes(str, self.encoding)` here (the type, not
         // the data), which raises TypeError. We keep that on purpose.
-        let encoding = slf.getattr(intern!(py, "encoding"))?;
+        let encoding = slf.getattr(names::encoding(py))?;
         py.get_type::<PyBytes>()
             .call1((py.get_type::<PyString>(), encoding))?;
     }
@@ -147,11 +146,11 @@ fn recv_failed(slf: &Bound<'_, Dispatcher>, e: PyErr) -> PyResult<bool> {
     let py = slf.py();
     match errno_of(py, &e) {
         Some(errno) if is_disconnect(py, errno)? => {
-            slf.call_method0(intern!(py, "handle_close"))?;
+            slf.call_method0(names::handle_close(py))?;
             Ok(true)
         }
         Some(_) => {
-            call_in_except(py, slf, intern!(py, "handle_error"), e)?;
+            call_in_except(py, slf, names::handle_error(py), e)?;
             Ok(false)
         }
         None => Err(e),
@@ -170,8 +169,8 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     let me = slf.get();
     let get_term_builtin = has_builtin(
         slf,
-        intern!(py, "get_terminator"),
-        intern!(py, "_ac_get_terminator"),
+        names::get_terminator(py),
+        names::_ac_get_terminator(py),
     );
     let mut compiled: Option<(Py<PyAny>, Terminator)> = None;
     let result = loop {
@@ -180,9 +179,9 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             break Ok(());
         }
         let term = if get_term_builtin {
-            slf.getattr(intern!(py, "terminator"))?
+            slf.getattr(names::terminator(py))?
         } else {
-            slf.call_method0(intern!(py, "get_terminator"))?
+            slf.call_method0(names::get_terminator(py))?
         };
         if !term.is_truthy()? {
             // No terminator: collect it all.
@@ -232,7 +231,7 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
 /// this message, its pushes may be batched (`ac_batch_output = "pipelined"`).
 fn found_terminator(slf: &Bound<'_, Dispatcher>, more_input: bool) -> PyResult<()> {
     crate::output_batch::pipelined(slf, more_input, || {
-        slf.call_method0(intern!(slf.py(), "found_terminator"))
+        slf.call_method0(names::found_terminator(slf.py()))
     })?;
     Ok(())
 }
@@ -254,8 +253,8 @@ fn scan_count(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>, lb: usize) -
     );
     if (lb as i128) < n {
         collect(slf, lb, Consume::All)?;
-        let left = slf.getattr(intern!(py, "terminator"))?.sub(lb)?;
-        slf.setattr(intern!(py, "terminator"), left)
+        let left = slf.getattr(names::terminator(py))?.sub(lb)?;
+        slf.setattr(names::terminator(py), left)
     } else {
         // buf[:n] and buf[n:], with Python's meaning of a negative n.
         let cut = if n >= 0 {
@@ -268,7 +267,7 @@ fn scan_count(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>, lb: usize) -
         } else {
             collect_empty(slf)?
         };
-        slf.setattr(intern!(py, "terminator"), 0)?;
+        slf.setattr(names::terminator(py), 0)?;
         found_terminator(slf, more_input)
     }
 }
@@ -288,7 +287,7 @@ fn compile(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>) -> PyResult<Ter
     if !is_bytes_like {
         let py = slf.py();
         let buf = PyBytes::new(py, slf.get().st().in_data());
-        buf.call_method1(intern!(py, "find"), (term,))?;
+        buf.call_method1(names::find(py), (term,))?;
         return Err(PyTypeError::new_err(
             "terminator must be bytes, int or None",
         ));
@@ -307,7 +306,7 @@ fn collect(slf: &Bound<'_, Dispatcher>, n: usize, then: Consume) -> PyResult<boo
         st.in_callback = true;
         PyBytes::new(py, &st.in_data()[..n])
     };
-    let r = crate::calls::call_method1(slf, intern!(py, "collect_incoming_data"), &data);
+    let r = crate::calls::call_method1(slf, names::collect_incoming_data(py), &data);
     let mut st = me.st();
     st.in_callback = false;
     let stash = st.in_stash.take();
@@ -517,7 +516,7 @@ pub fn find_prefix_at_end<'py>(
         let stop = l.into_pyobject(py)?.into_any();
         let prefix = needle.get_item(crate::pyobj::make_slice(py, &none, &stop)?)?;
         if haystack
-            .call_method1(intern!(py, "endswith"), (prefix,))?
+            .call_method1(names::endswith(py), (prefix,))?
             .is_truthy()?
         {
             break;
@@ -580,8 +579,8 @@ impl Dispatcher {
         slf: &Bound<'_, Self>,
         data: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let incoming = slf.getattr(intern!(slf.py(), "incoming"))?;
-        crate::calls::call_method1(&incoming, intern!(slf.py(), "append"), data)?;
+        let incoming = slf.getattr(names::incoming(slf.py()))?;
+        crate::calls::call_method1(&incoming, names::append(slf.py()), data)?;
         Ok(())
     }
     #[pyo3(name = "_ac__get_data")]
@@ -592,17 +591,17 @@ impl Dispatcher {
         set_terminator(slf, term)
     }
     fn _ac_get_terminator<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.getattr(intern!(slf.py(), "terminator"))
+        slf.getattr(names::terminator(slf.py()))
     }
     fn _ac_handle_read(slf: &Bound<'_, Self>) -> PyResult<()> {
         handle_read(slf)
     }
     fn _ac_handle_write(slf: &Bound<'_, Self>) -> PyResult<()> {
-        slf.call_method0(intern!(slf.py(), "initiate_send"))?;
+        slf.call_method0(names::initiate_send(slf.py()))?;
         Ok(())
     }
     fn _ac_handle_close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        slf.call_method0(intern!(slf.py(), "close"))?;
+        slf.call_method0(names::close(slf.py()))?;
         Ok(())
     }
     fn _ac_push(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -610,7 +609,7 @@ impl Dispatcher {
     }
     fn _ac_push_with_producer(slf: &Bound<'_, Self>, producer: &Bound<'_, PyAny>) -> PyResult<()> {
         crate::fifo::append(&producer_fifo_of(slf)?, producer)?;
-        slf.call_method0(intern!(slf.py(), "initiate_send"))?;
+        slf.call_method0(names::initiate_send(slf.py()))?;
         Ok(())
     }
     fn _ac_readable(&self) -> i32 {

@@ -9,12 +9,12 @@
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyType, PyWeakrefReference};
 
 use crate::fifo::Fifo;
 use crate::link::ChannelNotify;
+use crate::names;
 
 /// Attributes whose Rust field is authoritative unless a subclass shadows the
 /// descriptor with a class attribute (then Python attribute lookup is used).
@@ -155,15 +155,15 @@ fn direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
 }
 
 fn compute_direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
-    let base_dict = py.get_type::<Dispatcher>().getattr(intern!(py, "__dict__"));
-    let mro = ty.getattr(intern!(py, "__mro__"));
+    let base_dict = py.get_type::<Dispatcher>().getattr(names::dunder_dict(py));
+    let mro = ty.getattr(names::dunder_mro(py));
     let (Ok(base_dict), Ok(mro)) = (base_dict, mro) else {
         return 0;
     };
     let dicts: Vec<Bound<PyAny>> = mro
         .try_iter()
         .map(|it| {
-            it.filter_map(|k| k.and_then(|k| k.getattr(intern!(py, "__dict__"))).ok())
+            it.filter_map(|k| k.and_then(|k| k.getattr(names::dunder_dict(py))).ok())
                 .collect()
         })
         .unwrap_or_default();
@@ -193,7 +193,7 @@ static DICT_OFFSET: AtomicUsize = AtomicUsize::new(0);
 /// check rather than assume.
 fn dict_at_base_offset(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
     let offset = |t: &Bound<'_, PyType>| {
-        t.getattr(intern!(py, "__dictoffset__"))
+        t.getattr(names::dunder_dictoffset(py))
             .and_then(|v| v.extract::<isize>())
             .unwrap_or(0)
     };
@@ -234,7 +234,7 @@ fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) ->
             }
         };
     }
-    match obj.getattr(intern!(py, "__dict__")) {
+    match obj.getattr(names::dunder_dict(py)) {
         Ok(d) => d
             .cast::<PyDict>()
             .is_ok_and(|d| d.contains(name).unwrap_or(true)),
@@ -247,54 +247,56 @@ fn descriptor_names(py: Python<'_>) -> [(u16, Bound<'_, PyString>, Bound<'_, PyS
     [
         (
             F_CONNECTED,
-            intern!(py, "connected").clone(),
-            intern!(py, "connected").clone(),
+            names::connected(py).clone(),
+            names::connected(py).clone(),
         ),
         (
             F_ACCEPTING,
-            intern!(py, "accepting").clone(),
-            intern!(py, "accepting").clone(),
+            names::accepting(py).clone(),
+            names::accepting(py).clone(),
         ),
         (
             F_CONNECTING,
-            intern!(py, "connecting").clone(),
-            intern!(py, "connecting").clone(),
+            names::connecting(py).clone(),
+            names::connecting(py).clone(),
         ),
         (
             F_SOCKET,
-            intern!(py, "socket").clone(),
-            intern!(py, "socket").clone(),
+            names::socket(py).clone(),
+            names::socket(py).clone(),
         ),
         (
             F_FILENO,
-            intern!(py, "_fileno").clone(),
-            intern!(py, "_fileno").clone(),
+            names::_fileno(py).clone(),
+            names::_fileno(py).clone(),
         ),
         (
             F_OUT,
-            intern!(py, "out_buffer").clone(),
-            intern!(py, "_rs_out_buffer").clone(),
+            names::out_buffer(py).clone(),
+            names::_rs_out_buffer(py).clone(),
         ),
         (
             F_INBUF,
-            intern!(py, "ac_in_buffer").clone(),
-            intern!(py, "_rs_ac_in_buffer").clone(),
+            names::ac_in_buffer(py).clone(),
+            names::_rs_ac_in_buffer(py).clone(),
         ),
         (
             F_FIFO,
-            intern!(py, "producer_fifo").clone(),
-            intern!(py, "_rs_producer_fifo").clone(),
+            names::producer_fifo(py).clone(),
+            names::_rs_producer_fifo(py).clone(),
         ),
     ]
 }
 
+/// The accessors of a boolean Rust-held attribute (the field and the Python
+/// attribute share the name).
 macro_rules! bool_attr {
-    ($get:ident, $set:ident, $flag:expr, $field:ident, $name:literal, $interest:expr) => {
+    ($get:ident, $set:ident, $flag:expr, $field:ident, $interest:expr) => {
         pub fn $get(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
             if Dispatcher::is_direct(slf, $flag) {
                 Ok(slf.get().st().$field)
             } else {
-                slf.getattr(intern!(slf.py(), $name))?.is_truthy()
+                slf.getattr(names::$field(slf.py()))?.is_truthy()
             }
         }
 
@@ -303,36 +305,15 @@ macro_rules! bool_attr {
                 slf.get().store_flag(|st| &mut st.$field, value, $interest);
                 Ok(())
             } else {
-                slf.setattr(intern!(slf.py(), $name), value)
+                slf.setattr(names::$field(slf.py()), value)
             }
         }
     };
 }
 
-bool_attr!(
-    connected,
-    set_connected,
-    F_CONNECTED,
-    connected,
-    "connected",
-    true
-);
-bool_attr!(
-    accepting,
-    set_accepting,
-    F_ACCEPTING,
-    accepting,
-    "accepting",
-    true
-);
-bool_attr!(
-    connecting,
-    set_connecting,
-    F_CONNECTING,
-    connecting,
-    "connecting",
-    false
-);
+bool_attr!(connected, set_connected, F_CONNECTED, connected, true);
+bool_attr!(accepting, set_accepting, F_ACCEPTING, accepting, true);
+bool_attr!(connecting, set_connecting, F_CONNECTING, connecting, false);
 
 /// A Rust-held attribute, or AttributeError while it is unset (as before
 /// CPython's `__init__` assigns it).
@@ -369,7 +350,7 @@ pub fn socket_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny
         slf,
         F_SOCKET,
         |st| st.socket.as_ref(),
-        intern!(slf.py(), "socket"),
+        names::socket(slf.py()),
     )
 }
 
@@ -379,7 +360,7 @@ pub fn out_buffer_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, P
         slf,
         F_OUT,
         |st| st.out_buffer.as_ref(),
-        intern!(slf.py(), "out_buffer"),
+        names::out_buffer(slf.py()),
     )
 }
 
@@ -388,7 +369,7 @@ pub fn set_out_buffer(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) -> 
         store_out_buffer(slf.get(), value);
         Ok(())
     } else {
-        slf.setattr(intern!(slf.py(), "out_buffer"), value)
+        slf.setattr(names::out_buffer(slf.py()), value)
     }
 }
 
@@ -408,7 +389,7 @@ pub fn producer_fifo_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py
         slf,
         F_FIFO,
         |st| st.producer_fifo.as_ref(),
-        intern!(slf.py(), "producer_fifo"),
+        names::producer_fifo(slf.py()),
     )
 }
 
@@ -417,7 +398,7 @@ pub fn set_producer_fifo(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) 
         store_producer_fifo(slf.get(), value);
         Ok(())
     } else {
-        slf.setattr(intern!(slf.py(), "producer_fifo"), value)
+        slf.setattr(names::producer_fifo(slf.py()), value)
     }
 }
 

@@ -11,11 +11,11 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pyo3::exceptions::PyIndexError;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 
 use crate::link::ChannelNotify;
+use crate::names;
 use crate::pyobj::make_slice;
 
 #[pyclass(frozen, subclass, dict, weakref, module = "asynchat", name = "fifo")]
@@ -83,7 +83,7 @@ pub fn append(fifo: &Bound<'_, PyAny>, item: &Bound<'_, PyAny>) -> PyResult<()> 
         f.get().edit(|d| d.push_back(item));
         return Ok(());
     }
-    crate::calls::call_method1(fifo, intern!(fifo.py(), "append"), item)?;
+    crate::calls::call_method1(fifo, names::append(fifo.py()), item)?;
     Ok(())
 }
 
@@ -286,7 +286,7 @@ pub fn push_front(fifo: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult
             Ok(())
         }
         Err(_) => fifo
-            .call_method1(intern!(fifo.py(), "appendleft"), (value,))
+            .call_method1(names::appendleft(fifo.py()), (value,))
             .map(drop),
     }
 }

@@ -6,6 +6,7 @@
 // Layers, lowest first: a module uses only the modules declared before it
 // (tools/check_layers.py enforces this order; docs/internals.rst draws it).
 // layer: primitives
+mod names;
 mod calls;
 mod fd_map;
 mod module_state;

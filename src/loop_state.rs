@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt};
 
 use crate::channel::Dispatcher;
 use crate::fd_map::{FdHash, FdSet};
 use crate::interest::{interest, trackable, tracked_interest, Mode};
+use crate::names;
 use crate::registrations::{Refresh, Registrations};
 use crate::socket_map::{ChangeLog, Changes};
 
@@ -58,11 +58,8 @@ impl LoopState {
         mode: Mode,
         persistent: bool,
     ) -> PyResult<Self> {
-        let kind = if map
-            .get_type()
-            .hasattr(intern!(py, "_asyncore_rs_change_log"))?
-        {
-            let changes = map.getattr(intern!(py, "_changes"))?;
+        let kind = if map.get_type().hasattr(names::_asyncore_rs_change_log(py))? {
+            let changes = map.getattr(names::_changes(py))?;
             MapKind::Logged(changes.cast_into::<ChangeLog>()?.unbind())
         } else if map.is_instance_of::<PyDict>() {
             MapKind::Dict
@@ -170,7 +167,7 @@ impl LoopState {
             drop(changes.get().take());
         }
         let items: Vec<(Bound<PyAny>, Bound<PyAny>)> = map
-            .call_method0(intern!(py, "items"))?
+            .call_method0(names::items(py))?
             .try_iter()?
             .map(|kv| kv.and_then(|kv| kv.extract()))
             .collect::<PyResult<_>>()?;
@@ -393,6 +390,6 @@ fn map_get<'py>(
     if let (true, Ok(d)) = (plain_get, map.cast::<PyDict>()) {
         return d.get_item(key);
     }
-    let v = map.call_method1(intern!(map.py(), "get"), (key,))?;
+    let v = map.call_method1(names::get(map.py()), (key,))?;
     Ok((!v.is_none()).then_some(v))
 }

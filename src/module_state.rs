@@ -11,6 +11,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 
+use crate::names;
+
 /// The bound module namespace and the originals of the replaceable functions.
 pub struct ModuleState {
     pub globals: Py<PyDict>,
@@ -32,22 +34,22 @@ static STATE: PyOnceLock<ModuleState> = PyOnceLock::new();
 #[pyfunction]
 #[pyo3(name = "_bind_asyncore")]
 pub fn bind_asyncore(py: Python<'_>, globals: Bound<'_, PyDict>) -> PyResult<()> {
-    let get = |name: &str| -> PyResult<Py<PyAny>> {
+    let get = |name: &Bound<'_, PyString>| -> PyResult<Py<PyAny>> {
         globals
             .get_item(name)?
             .map(Bound::unbind)
             .ok_or_else(|| PyRuntimeError::new_err(format!("asyncore module lacks {name}")))
     };
-    let socket_mod = py.import("socket")?;
+    let socket_mod = py.import(names::socket(py))?;
     let state = ModuleState {
-        poll: get("poll")?,
-        poll2: get("poll2")?,
-        read: get("read")?,
-        write: get("write")?,
-        exception: get("_exception")?,
-        readwrite: get("readwrite")?,
-        attach_traceback: get("_attach_traceback")?,
-        socket_class: socket_mod.getattr("socket")?.unbind(),
+        poll: get(names::poll(py))?,
+        poll2: get(names::poll2(py))?,
+        read: get(names::read(py))?,
+        write: get(names::write(py))?,
+        exception: get(names::_exception(py))?,
+        readwrite: get(names::readwrite(py))?,
+        attach_traceback: get(names::_attach_traceback(py))?,
+        socket_class: socket_mod.getattr(names::socket(py))?.unbind(),
         globals: globals.clone().unbind(),
     };
     // A second import of the module (importlib.reload) keeps the first binding.

@@ -8,11 +8,11 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::module_state::global;
+use crate::names;
 
 /// Past this many keys noted between two passes, the log keeps one "re-read
 /// everything" mark instead: a map nobody polls must not grow a list forever.
@@ -115,9 +115,9 @@ pub fn map_write(
     value: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let py = map.py();
-    let ours = global(py, intern!(py, "SocketMap")).is_ok_and(|t| map.get_type().is(&t));
+    let ours = global(py, names::socket_map_class(py)).is_ok_and(|t| map.get_type().is(&t));
     if let (true, Ok(d)) = (ours, map.cast::<PyDict>()) {
-        let changes = map.getattr(intern!(py, "_changes"))?;
+        let changes = map.getattr(names::_changes(py))?;
         let changes = changes.cast::<ChangeLog>()?;
         // PyDict_SetItem/DelItem on the dict itself, as dict.__setitem__ does.
         match value {

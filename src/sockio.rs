@@ -5,12 +5,12 @@
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::errors::os_error;
 use crate::module_state::state;
+use crate::names;
 
 /// Outcome of a direct syscall.
 pub enum Direct<T> {
@@ -33,8 +33,7 @@ pub fn plain_fd(py: Python<'_>, sock: &Bound<'_, PyAny>) -> Option<RawFd> {
     }
     // sock.fileno() without binding a method object (PyObject_AsFileDescriptor
     // would bind one); a closed socket gives -1.
-    let fd =
-        crate::calls::call_method0(sock, intern!(py, "fileno")).and_then(|n| n.extract::<RawFd>());
+    let fd = crate::calls::call_method0(sock, names::fileno(py)).and_then(|n| n.extract::<RawFd>());
     match fd {
         Ok(fd) if fd >= 0 => Some(fd),
         Ok(_) => None,
@@ -124,7 +123,7 @@ pub fn recv_bytes<'py>(
             Direct::Fallback => {}
         }
     }
-    sock.call_method1(intern!(py, "recv"), (size,))
+    sock.call_method1(names::recv(py), (size,))
 }
 
 /// `sock.send(data)`, directly when `sock` is plain and `data` is bytes.
@@ -140,5 +139,5 @@ pub fn send_obj<'py>(
             Direct::Fallback => {}
         }
     }
-    sock.call_method1(intern!(py, "send"), (data,))
+    sock.call_method1(names::send(py), (data,))
 }

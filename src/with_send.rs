@@ -1,7 +1,6 @@
 //! `asyncore.dispatcher_with_send`: buffered output on a plain dispatcher.
 //! Its methods are registered on `dispatcher` as `_ws_*` (see dispatcher.rs).
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -10,6 +9,7 @@ use crate::channel::{
     Dispatcher,
 };
 use crate::dispatcher::{dispatcher_init, dispatcher_send};
+use crate::names;
 use crate::pyobj::slice_from;
 
 #[pymethods]
@@ -49,7 +49,7 @@ impl Dispatcher {
     }
 
     fn _ws_handle_write(slf: &Bound<'_, Self>) -> PyResult<()> {
-        slf.call_method0(intern!(slf.py(), "initiate_send"))?;
+        slf.call_method0(names::initiate_send(slf.py()))?;
         Ok(())
     }
 
@@ -63,16 +63,12 @@ impl Dispatcher {
 
     fn _ws_send(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        if slf.getattr(intern!(py, "debug"))?.is_truthy()? {
+        if slf.getattr(names::debug(py))?.is_truthy()? {
             let msg = format!("sending {}", data.repr()?);
-            slf.call_method1(intern!(py, "log_info"), (msg,))?;
+            slf.call_method1(names::log_info(py), (msg,))?;
         }
         let buf = out_buffer_of(slf)?;
-        let builtin_send = has_builtin(
-            slf,
-            intern!(py, "initiate_send"),
-            intern!(py, "_ws_initiate_send"),
-        );
+        let builtin_send = has_builtin(slf, names::initiate_send(py), names::_ws_initiate_send(py));
         let empty = buf.len().is_ok_and(|n| n == 0);
         if empty && builtin_send && data.is_exact_instance_of::<PyBytes>() {
             if let Some(rest) = send_whole(slf, data)? {
@@ -94,7 +90,7 @@ impl Dispatcher {
         if builtin_send {
             return Self::_ws_initiate_send(slf);
         }
-        slf.call_method0(intern!(py, "initiate_send"))?;
+        slf.call_method0(names::initiate_send(py))?;
         Ok(())
     }
 }
