@@ -14,14 +14,14 @@ use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
 
 use crate::channel::{
     connected, field, has_builtin, producer_fifo_of, set_producer_fifo, socket_of,
-    store_producer_fifo, Dispatcher, State, F_INBUF,
+    store_producer_fifo, Dispatcher, Fields, F_INBUF,
 };
 use crate::dispatcher::{dispatcher_init, dispatcher_send};
 use crate::errors::{call_in_except, errno_of, is_disconnect};
 use crate::fifo::{self, Fifo};
 use crate::names;
 use crate::scanner::{prefix_at_end, Scan, Terminator};
-use crate::sockio::{plain_fd, recv_with, Direct};
+use crate::sockio::{plain_fd, recv_with, Syscall};
 
 /// The bytes of a bytes-like object.
 pub fn bytes_like<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
@@ -105,17 +105,17 @@ fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
         if let (Some(fd), Ok(n)) = (plain_fd(py, &sock), size.extract::<usize>()) {
             let me = slf.get();
             match recv_with(py, fd, n, |data| {
-                me.st().in_buf.extend_from_slice(data);
+                me.fields().in_buf.extend_from_slice(data);
                 data.len()
             }) {
-                Direct::Done(0) => {
+                Syscall::Done(0) => {
                     // dispatcher.recv: an empty read means the peer closed.
                     slf.call_method0(names::handle_close(py))?;
                     return Ok(true);
                 }
-                Direct::Done(_) => return Ok(true),
-                Direct::Failed(e) => return recv_failed(slf, e),
-                Direct::Fallback => {}
+                Syscall::Done(_) => return Ok(true),
+                Syscall::Failed(e) => return recv_failed(slf, e),
+                Syscall::Fallback => {}
             }
         }
     }
@@ -136,11 +136,11 @@ fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
             .call1((py.get_type::<PyString>(), encoding))?;
     }
     let bytes = bytes_like(&data)?;
-    slf.get().st().in_buf.extend_from_slice(&bytes);
+    slf.get().fields().in_buf.extend_from_slice(&bytes);
     Ok(true)
 }
 
-/// The direct recv failed: what dispatcher.recv + handle_read's excepts do.
+/// The recv on the fd failed: what dispatcher.recv + handle_read's excepts do.
 #[cold]
 fn recv_failed(slf: &Bound<'_, Dispatcher>, e: PyErr) -> PyResult<bool> {
     let py = slf.py();
@@ -174,7 +174,7 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     );
     let mut compiled: Option<(Py<PyAny>, Terminator)> = None;
     let result = loop {
-        let lb = me.st().in_data().len();
+        let lb = me.fields().in_data().len();
         if lb == 0 {
             break Ok(());
         }
@@ -196,7 +196,7 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             let Some((_, t)) = compiled.as_ref() else {
                 break Ok(());
             };
-            let found = t.scan(me.st().in_data());
+            let found = t.scan(me.fields().in_data());
             let tlen = t.needle().len();
             match found {
                 Scan::Found(index) => {
@@ -204,7 +204,7 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
                         // Don't report the empty string (CPython: "source of subtle bugs").
                         collect(slf, index, Consume::Front(index + tlen))?
                     } else {
-                        consume(&mut me.st(), &Consume::Front(tlen))
+                        consume(&mut me.fields(), &Consume::Front(tlen))
                     };
                     found_terminator(slf, more_input)?;
                 }
@@ -286,7 +286,7 @@ fn compile(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>) -> PyResult<Ter
         || term.is_instance_of::<PyMemoryView>();
     if !is_bytes_like {
         let py = slf.py();
-        let buf = PyBytes::new(py, slf.get().st().in_data());
+        let buf = PyBytes::new(py, slf.get().fields().in_data());
         buf.call_method1(names::find(py), (term,))?;
         return Err(PyTypeError::new_err(
             "terminator must be bytes, int or None",
@@ -302,12 +302,12 @@ fn collect(slf: &Bound<'_, Dispatcher>, n: usize, then: Consume) -> PyResult<boo
     let py = slf.py();
     let me = slf.get();
     let data = {
-        let mut st = me.st();
+        let mut st = me.fields();
         st.in_callback = true;
         PyBytes::new(py, &st.in_data()[..n])
     };
     let r = crate::calls::call_method1(slf, names::collect_incoming_data(py), &data);
-    let mut st = me.st();
+    let mut st = me.fields();
     st.in_callback = false;
     let stash = st.in_stash.take();
     r?;
@@ -321,7 +321,7 @@ fn collect(slf: &Bound<'_, Dispatcher>, n: usize, then: Consume) -> PyResult<boo
 }
 
 /// Drops consumed input; returns whether input is left.
-fn consume(st: &mut State, how: &Consume) -> bool {
+fn consume(st: &mut Fields, how: &Consume) -> bool {
     match *how {
         Consume::All => {
             st.in_buf.clear();
@@ -341,7 +341,7 @@ fn consume(st: &mut State, how: &Consume) -> bool {
 /// Keeps idle channels small: a drained buffer gives back large capacity, and
 /// a kept partial message moves to the front.
 fn shrink(me: &Dispatcher) {
-    let mut st = me.st();
+    let mut st = me.fields();
     if st.in_data().is_empty() {
         st.in_buf.clear();
         st.in_start = 0;
@@ -532,12 +532,12 @@ pub fn find_prefix_at_end<'py>(
 impl Dispatcher {
     #[getter(_rs_ac_in_buffer)]
     fn get_ac_in_buffer<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, self.st().in_data())
+        PyBytes::new(py, self.fields().in_data())
     }
     #[setter(_rs_ac_in_buffer)]
     fn set_ac_in_buffer(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let bytes = bytes_like(v)?;
-        self.st().set_in_data(&bytes);
+        self.fields().set_in_data(&bytes);
         Ok(())
     }
     #[getter(_rs_producer_fifo)]

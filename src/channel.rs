@@ -1,9 +1,9 @@
 //! The channel object: `dispatcher`'s Rust layout, shared by every channel
 //! class, its Rust-held state and the accessors that read it.
 //!
-//! State that decides a channel's poll interest (`connected`, `accepting`,
+//! Fields that decides a channel's poll interest (`connected`, `accepting`,
 //! `out_buffer`, `producer_fifo`) lives in Rust behind data descriptors, so the
-//! event loop learns of every change without asking Python each pass. State
+//! event loop learns of every change without asking Python each pass. Fields
 //! nothing in Rust needs stays in the instance `__dict__`, as in CPython.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, AtomicUsize, Ordering};
@@ -31,7 +31,7 @@ const F_DICTPTR: u16 = 256;
 const F_KNOWN: u16 = 0x8000;
 
 #[derive(Default)]
-pub struct State {
+pub struct Fields {
     pub connected: bool,
     pub accepting: bool,
     pub connecting: bool,
@@ -48,7 +48,7 @@ pub struct State {
     pub producer_fifo: Option<Py<PyAny>>,
 }
 
-impl State {
+impl Fields {
     pub fn in_data(&self) -> &[u8] {
         &self.in_buf[self.in_start..]
     }
@@ -73,7 +73,7 @@ impl State {
     name = "dispatcher"
 )]
 pub struct Dispatcher {
-    st: Mutex<State>,
+    fields: Mutex<Fields>,
     pub notify: Arc<ChannelNotify>,
     direct: AtomicU16,
     /// Output queued by a batched push (see output_batch.rs).
@@ -88,7 +88,7 @@ impl Dispatcher {
     /// A channel with no state yet (`dispatcher.__new__`).
     pub fn new_empty() -> Self {
         Dispatcher {
-            st: Mutex::new(State::default()),
+            fields: Mutex::new(Fields::default()),
             notify: Arc::new(ChannelNotify::default()),
             direct: AtomicU16::new(0),
             deferred: AtomicBool::new(false),
@@ -97,22 +97,22 @@ impl Dispatcher {
         }
     }
 
-    /// Sets a boolean state field; if it changed and the channel's interest
+    /// Sets a boolean field; if it changed and the channel's interest
     /// depends on it, tells the loop.
     pub fn store_flag(
         &self,
-        pick: impl FnOnce(&mut State) -> &mut bool,
+        pick: impl FnOnce(&mut Fields) -> &mut bool,
         value: bool,
         interest: bool,
     ) {
-        let changed = std::mem::replace(pick(&mut self.st()), value) != value;
+        let changed = std::mem::replace(pick(&mut self.fields()), value) != value;
         if changed && interest {
             self.notify.mark_dirty();
         }
     }
 
-    pub fn st(&self) -> MutexGuard<'_, State> {
-        self.st.lock().unwrap_or_else(PoisonError::into_inner)
+    pub fn fields(&self) -> MutexGuard<'_, Fields> {
+        self.fields.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether the Rust fields behind `flag` (one or more bits) are all
@@ -294,7 +294,7 @@ macro_rules! bool_attr {
     ($get:ident, $set:ident, $flag:expr, $field:ident, $interest:expr) => {
         pub fn $get(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
             if Dispatcher::is_direct(slf, $flag) {
-                Ok(slf.get().st().$field)
+                Ok(slf.get().fields().$field)
             } else {
                 slf.getattr(names::$field(slf.py()))?.is_truthy()
             }
@@ -319,11 +319,11 @@ bool_attr!(connecting, set_connecting, F_CONNECTING, connecting, false);
 /// CPython's `__init__` assigns it).
 pub fn field<'py>(
     slf: &Bound<'py, Dispatcher>,
-    pick: impl FnOnce(&State) -> Option<&Py<PyAny>>,
+    pick: impl FnOnce(&Fields) -> Option<&Py<PyAny>>,
     name: impl std::fmt::Display,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
-    match pick(&slf.get().st()) {
+    match pick(&slf.get().fields()) {
         Some(v) => Ok(v.bind(py).clone()),
         None => Err(missing_attr(slf, name)),
     }
@@ -333,7 +333,7 @@ pub fn field<'py>(
 fn field_or_attr<'py>(
     slf: &Bound<'py, Dispatcher>,
     flag: u16,
-    pick: impl FnOnce(&State) -> Option<&Py<PyAny>>,
+    pick: impl FnOnce(&Fields) -> Option<&Py<PyAny>>,
     name: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
     if Dispatcher::is_direct(slf, flag) {
@@ -376,7 +376,7 @@ pub fn set_out_buffer(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) -> 
 pub fn store_out_buffer(me: &Dispatcher, value: &Bound<'_, PyAny>) {
     let is_empty = |o: &Bound<'_, PyAny>| o.len().is_ok_and(|n| n == 0);
     let now_empty = is_empty(value);
-    let old = me.st().out_buffer.replace(value.clone().unbind());
+    let old = me.fields().out_buffer.replace(value.clone().unbind());
     let was_empty = old.is_none_or(|o| is_empty(o.bind(value.py())));
     if was_empty != now_empty {
         me.notify.mark_dirty();
@@ -406,7 +406,7 @@ pub fn store_producer_fifo(me: &Dispatcher, value: &Bound<'_, PyAny>) {
     if let Ok(f) = value.cast::<Fifo>() {
         f.get().set_owner(Some(me.notify.clone()));
     }
-    let old = me.st().producer_fifo.replace(value.clone().unbind());
+    let old = me.fields().producer_fifo.replace(value.clone().unbind());
     if let Some(old) = old {
         if let Ok(f) = old.bind(value.py()).cast::<Fifo>() {
             f.get().set_owner(None);

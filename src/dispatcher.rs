@@ -83,10 +83,10 @@ impl Dispatcher {
             .unbind())
     }
 
-    // ---- Rust-backed state ----
+    // ---- Rust-held attributes ----
     #[getter(connected)]
     fn get_connected(&self) -> bool {
-        self.st().connected
+        self.fields().connected
     }
     #[setter(connected)]
     fn set_connected_attr(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -98,7 +98,7 @@ impl Dispatcher {
     }
     #[getter(accepting)]
     fn get_accepting(&self) -> bool {
-        self.st().accepting
+        self.fields().accepting
     }
     #[setter(accepting)]
     fn set_accepting_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -107,7 +107,7 @@ impl Dispatcher {
     }
     #[getter(connecting)]
     fn get_connecting(&self) -> bool {
-        self.st().connecting
+        self.fields().connecting
     }
     #[setter(connecting)]
     fn set_connecting_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -124,7 +124,7 @@ impl Dispatcher {
     fn set_socket_attr(slf: &Bound<'_, Self>, v: Py<PyAny>) -> PyResult<()> {
         // Batched output belongs to the old socket (STARTTLS swaps it).
         output_batch::flush(slf)?;
-        slf.get().st().socket = Some(v);
+        slf.get().fields().socket = Some(v);
         Ok(())
     }
     #[getter(_fileno)]
@@ -133,7 +133,7 @@ impl Dispatcher {
     }
     #[setter(_fileno)]
     fn set_fileno_attr(&self, v: Py<PyAny>) {
-        self.st().fileno = Some(v);
+        self.fields().fileno = Some(v);
     }
 
     // ---- construction ----

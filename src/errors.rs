@@ -7,7 +7,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
-use crate::module_state::{global, state};
+use crate::module_state::{bound, global};
 use crate::names;
 
 /// `OSError(err, os.strerror(err))`, which Python turns into the errno's subclass
@@ -81,7 +81,7 @@ fn ensure_traceback(py: Python<'_>, err: PyErr) -> PyErr {
     if err.traceback(py).is_some() {
         return err;
     }
-    let Ok(st) = state(py) else { return err };
+    let Ok(st) = bound(py) else { return err };
     match st.attach_traceback.bind(py).call1((err.value(py),)) {
         Ok(exc) => PyErr::from_value(exc),
         Err(_) => err,

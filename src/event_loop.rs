@@ -13,7 +13,7 @@ use crate::errors::{call_in_except, errno_of, is_disconnect, is_reraised};
 use crate::interest::Mode;
 use crate::loop_cache::{forget, Checkout};
 use crate::loop_state::{LoopState, MapKind};
-use crate::module_state::{global, state};
+use crate::module_state::{bound, global};
 use crate::names;
 use crate::output_batch::dispatching;
 use crate::poller::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI, WANT_P, WANT_R, WANT_W};
@@ -30,7 +30,7 @@ struct Hooks<'py> {
 
 impl<'py> Hooks<'py> {
     fn load(py: Python<'py>) -> PyResult<Self> {
-        let st = state(py)?;
+        let st = bound(py)?;
         let pick = |name: &Bound<'py, PyString>,
                     orig: &Py<PyAny>|
          -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -179,7 +179,7 @@ fn guarded(py: Python<'_>, obj: &Bound<'_, PyAny>, method: &Bound<'_, PyString>)
 }
 
 /// `obj.<method>()`; our own handle_read_event / handle_write_event run
-/// directly when the object has not overridden them.
+/// in Rust when the object has not overridden them.
 fn call_event(obj: &Bound<'_, PyAny>, method: &Bound<'_, PyString>) -> PyResult<()> {
     if let Ok(d) = obj.cast::<Dispatcher>() {
         if has_builtin(d, method, method) {
@@ -304,7 +304,7 @@ pub fn loop_(
     count: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let map = resolve_map(py, map)?;
-    let st = state(py)?;
+    let st = bound(py)?;
     let use_poll2 =
         use_poll.is_truthy()? && global(py, names::select(py))?.hasattr(names::poll(py))?;
     let (poll_fun, original) = if use_poll2 {

@@ -232,7 +232,7 @@ impl SimpleProducer {
     }
 }
 
-// The fifo operations initiate_send performs on `producer_fifo`: direct on our
+// The fifo operations initiate_send performs on `producer_fifo`: in Rust on our
 // fifo, the Python protocol on anything else a program put there.
 
 /// `bool(fifo)`.

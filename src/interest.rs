@@ -70,7 +70,7 @@ fn writable_of(d: &Bound<'_, Dispatcher>) -> PyResult<bool> {
     d.call_method0(name)?.is_truthy()
 }
 
-/// Which built-in `writable()` a tracked channel has.
+/// Which built-in `writable()` a channel with a derived interest has.
 #[derive(Clone, Copy)]
 pub enum WKind {
     Always,
@@ -78,11 +78,11 @@ pub enum WKind {
     Chat,
 }
 
-/// The interest of a tracked channel, from its Rust fields alone.
-pub fn tracked_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u8 {
+/// The interest of a channel, derived from its Rust fields alone.
+pub fn derived_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u8 {
     let py = d.py();
     let me = d.get();
-    let st = me.st();
+    let st = me.fields();
     let w = match kind {
         WKind::Always => true,
         WKind::WithSend => {
@@ -113,8 +113,8 @@ pub fn tracked_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u
 }
 
 /// Some(kind) when Rust can know `obj`'s interest without asking Python:
-/// built-in readable/writable, and the state they read held in Rust.
-pub fn trackable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<WKind> {
+/// built-in readable/writable, and the attributes they read held in Rust.
+pub fn derivable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<WKind> {
     let d = obj.cast::<Dispatcher>().ok()?;
     let r = names::readable(py);
     let w = names::writable(py);

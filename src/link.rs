@@ -22,7 +22,7 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Shared between a loop state and the channels registered in it.
 pub struct LoopShared {
     poller: Poller,
-    /// fds of channels whose interest state changed.
+    /// fds of channels whose interest may have changed.
     dirty: Mutex<Vec<RawFd>>,
     /// fds whose channel unregistered itself (del_channel) before closing.
     gone: Mutex<Vec<RawFd>>,

@@ -4,8 +4,8 @@
 //! CPython rebuilds the whole poll set every pass, calling `readable()` and
 //! `writable()` on every channel. Here a `LoopState` per map keeps the poller
 //! and its registrations across passes and changes them only where something
-//! changed: map entries written (tracked by `SocketMap`, or found by comparing
-//! a plain dict with the last pass), channels whose interest state changed
+//! changed: map entries written (logged by `SocketMap`, or found by comparing
+//! a plain dict with the last pass), channels whose interest may have changed
 //! (they tell us through `ChannelNotify`), and channels whose `readable()` /
 //! `writable()` are Python overrides (called every pass, as CPython does).
 
@@ -19,7 +19,7 @@ use pyo3::types::{PyDict, PyInt};
 
 use crate::channel::Dispatcher;
 use crate::fd_map::{FdHash, FdSet};
-use crate::interest::{interest, trackable, tracked_interest, Mode};
+use crate::interest::{derivable, derived_interest, interest, Mode};
 use crate::names;
 use crate::registrations::{Refresh, Registrations};
 use crate::socket_map::{ChangeLog, Changes};
@@ -119,11 +119,11 @@ impl LoopState {
             };
             self.refresh_one(py, fd, obj.bind(py))?;
         }
-        self.refresh_untracked(py)
+        self.refresh_asked_each_pass(py)
     }
 
-    /// Whether entries were added, removed or replaced; for a tracked map the
-    /// written keys are examined here directly.
+    /// Whether entries were added, removed or replaced; for a logged map the
+    /// written keys are examined here instead.
     fn membership_changed(&mut self, py: Python<'_>, map: &Bound<'_, PyAny>) -> PyResult<bool> {
         match &self.kind {
             MapKind::Logged(changes) => match changes.get().take() {
@@ -252,12 +252,12 @@ impl LoopState {
             self.regs.remove(fd);
         }
         // Every dispatcher of a persistent state gets a link back (for
-        // del_channel); only those whose interest Rust can derive are tracked.
+        // del_channel); the interest of some of them Rust can derive.
         let notify = match obj.cast::<Dispatcher>() {
             Ok(d) if self.persistent => Some(d.get().notify.clone()),
             _ => None,
         };
-        let derived = match trackable(py, obj) {
+        let derived = match derivable(py, obj) {
             Some(k) if notify.is_some() => Some(k),
             _ => None,
         };
@@ -270,22 +270,22 @@ impl LoopState {
         Ok(Some(fd))
     }
 
-    /// A tracked channel told us its state changed: re-derive its interest
-    /// (and whether it is still trackable).
+    /// A channel told us its interest may have changed, or is re-read:
+    /// derive its interest again, or ask for it.
     fn refresh_one(&mut self, py: Python<'_>, fd: RawFd, obj: &Bound<'_, PyAny>) -> PyResult<()> {
         let want = match (
             self.regs.plan_refresh(fd, self.pass),
             obj.cast::<Dispatcher>(),
         ) {
             (Refresh::Skip, _) => return Ok(()),
-            (Refresh::Derive(kind), Ok(d)) => tracked_interest(d, kind, self.mode),
+            (Refresh::Derive(kind), Ok(d)) => derived_interest(d, kind, self.mode),
             _ => interest(py, obj, self.mode)?,
         };
         self.regs.apply(py, fd, want)
     }
 
     /// Channels whose readable()/writable() are Python: asked every pass.
-    fn refresh_untracked(&mut self, py: Python<'_>) -> PyResult<()> {
+    fn refresh_asked_each_pass(&mut self, py: Python<'_>) -> PyResult<()> {
         let pass = self.pass;
         for (fd, obj) in self.regs.due_each_pass(py, pass) {
             let want = interest(py, obj.bind(py), self.mode)?;

@@ -14,7 +14,7 @@ use pyo3::types::{PyDict, PyString};
 use crate::names;
 
 /// The bound module namespace and the originals of the replaceable functions.
-pub struct ModuleState {
+pub struct BoundModule {
     pub globals: Py<PyDict>,
     pub poll: Py<PyAny>,
     pub poll2: Py<PyAny>,
@@ -22,13 +22,13 @@ pub struct ModuleState {
     pub write: Py<PyAny>,
     pub exception: Py<PyAny>,
     pub readwrite: Py<PyAny>,
-    /// The real `socket.socket` class, for the direct-syscall fast path.
+    /// The real `socket.socket` class, for the raw-fd fast path (sockio.rs).
     pub socket_class: Py<PyAny>,
     /// Helper that gives an exception raised in Rust a traceback entry.
     pub attach_traceback: Py<PyAny>,
 }
 
-static STATE: PyOnceLock<ModuleState> = PyOnceLock::new();
+static BOUND: PyOnceLock<BoundModule> = PyOnceLock::new();
 
 /// Called once by `asyncore_rs/asyncore.py` after it has defined its globals.
 #[pyfunction]
@@ -41,7 +41,7 @@ pub fn bind_asyncore(py: Python<'_>, globals: Bound<'_, PyDict>) -> PyResult<()>
             .ok_or_else(|| PyRuntimeError::new_err(format!("asyncore module lacks {name}")))
     };
     let socket_mod = py.import(names::socket(py))?;
-    let state = ModuleState {
+    let module = BoundModule {
         poll: get(names::poll(py))?,
         poll2: get(names::poll2(py))?,
         read: get(names::read(py))?,
@@ -53,19 +53,19 @@ pub fn bind_asyncore(py: Python<'_>, globals: Bound<'_, PyDict>) -> PyResult<()>
         globals: globals.clone().unbind(),
     };
     // A second import of the module (importlib.reload) keeps the first binding.
-    let _ = STATE.set(py, state);
+    let _ = BOUND.set(py, module);
     Ok(())
 }
 
-pub fn state(py: Python<'_>) -> PyResult<&ModuleState> {
-    STATE
+pub fn bound(py: Python<'_>) -> PyResult<&BoundModule> {
+    BOUND
         .get(py)
         .ok_or_else(|| PyRuntimeError::new_err("asyncore_rs._core is not bound to asyncore"))
 }
 
 /// A global of the asyncore module, looked up now (it may have been replaced).
 pub fn global<'py>(py: Python<'py>, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
-    let globals = state(py)?.globals.bind(py);
+    let globals = bound(py)?.globals.bind(py);
     match globals.get_item(name)? {
         Some(v) => Ok(v),
         None => Err(name_error(name)),

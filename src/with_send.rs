@@ -96,7 +96,7 @@ impl Dispatcher {
 }
 
 /// `dispatcher_with_send.send(data)` with an empty out_buffer on a plain
-/// socket: one direct send of `data` (bytes no longer than 65536, as
+/// socket: one send syscall of `data` (bytes no longer than 65536, as
 /// CPython's `initiate_send` slices). None when all of it went out (the buffer
 /// stays empty, no interest change); else the buffer CPython would now hold.
 fn send_whole<'py>(
@@ -114,9 +114,9 @@ fn send_whole<'py>(
     let Some(fd) = crate::sockio::plain_fd(py, &socket_of(slf)?) else {
         return Ok(Some(data.clone()));
     };
-    match crate::sockio::send_direct(py, fd, raw) {
-        crate::sockio::Direct::Done(n) if n == raw.len() => Ok(None),
-        crate::sockio::Direct::Done(n) => Ok(Some(PyBytes::new(py, &raw[n..]).into_any())),
+    match crate::sockio::send_fd(py, fd, raw) {
+        crate::sockio::Syscall::Done(n) if n == raw.len() => Ok(None),
+        crate::sockio::Syscall::Done(n) => Ok(Some(PyBytes::new(py, &raw[n..]).into_any())),
         // Would block, or failed: leave it all to CPython's path, which makes
         // its own attempt and handles the error as it does.
         _ => Ok(Some(data.clone())),
