@@ -4,6 +4,9 @@
 //! terminator with memchr, one pass per message, never copying the buffer's
 //! tail (CPython re-slices `ac_in_buffer` for every message). The order of
 //! calls and assignments follows CPython 3.11's `handle_read` exactly.
+//!
+//! Uses: calls, channel, dispatcher, errors, fifo, names, output_batch, pyobj,
+//! scanner, sockio.
 
 use std::borrow::Cow;
 

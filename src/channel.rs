@@ -1,10 +1,14 @@
-//! The channel object: `dispatcher`'s Rust layout, shared by every channel
-//! class, its Rust-held state and the accessors that read it.
+//! Owns the channel object: `dispatcher`'s Rust layout, shared by every
+//! channel class, its Rust-held attributes and the accessors that read them.
 //!
-//! Fields that decides a channel's poll interest (`connected`, `accepting`,
-//! `out_buffer`, `producer_fifo`) lives in Rust behind data descriptors, so the
-//! event loop learns of every change without asking Python each pass. Fields
-//! nothing in Rust needs stays in the instance `__dict__`, as in CPython.
+//! The attributes that decide a channel's poll interest (`connected`,
+//! `accepting`, `out_buffer`, `producer_fifo`) live in Rust behind data
+//! descriptors, so the event loop learns of every change without asking
+//! Python each pass. Attributes nothing in Rust needs stay in the instance
+//! `__dict__`, as in CPython. A subclass may shadow a descriptor with a class
+//! attribute; then the accessors use Python attribute lookup (`is_direct`).
+//!
+//! Uses: fifo, link, names.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

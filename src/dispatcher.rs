@@ -1,10 +1,13 @@
-//! `asyncore.dispatcher`: the base class's methods and logic.
+//! Owns `asyncore.dispatcher`: the base class's Python methods and logic.
 //!
 //! `dispatcher_with_send` (with_send.rs), `async_chat` (async_chat.rs) and
 //! `file_dispatcher` are Python subclasses (so they mix freely in multiple
 //! inheritance, as in CPython) whose methods are `dispatcher`'s Rust methods
 //! under private names (`_ws_*`, `_ac_*`), each in its own `#[pymethods]`
 //! block beside its logic (pyo3's `multiple-pymethods`).
+//!
+//! Uses: calls, channel, errors, module_state, names, output_batch, pyobj,
+//! socket_map, sockio.
 
 use pyo3::exceptions::{PyOSError, PyTypeError};
 use pyo3::intern;

@@ -1,6 +1,8 @@
-//! Exceptions: OSError construction, errno tests, running `handle_error` inside
-//! an "except" block the way CPython does, `compact_traceback` and `_strerror`.
-//! Everything here is off the hot path.
+//! Owns exceptions: OSError construction, errno tests, running `handle_error`
+//! inside an "except" block the way CPython does, `compact_traceback` and
+//! `_strerror`. Everything here is off the hot path.
+//!
+//! Uses: module_state, names.
 
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyOverflowError, PyValueError};
 use pyo3::ffi;

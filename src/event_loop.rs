@@ -1,6 +1,9 @@
-//! `loop()`, `poll()` (the select path), `poll2()` (the poll path), the
-//! per-event helpers and `close_all()`: the passes over a map's loop state
-//! (loop_state.rs), and the module functions that run them.
+//! Owns `loop()`, `poll()` (the select path), `poll2()` (the poll path), the
+//! per-event helpers and `close_all()`: the passes over a map's loop state,
+//! and the module functions that run them.
+//!
+//! Uses: channel, errors, interest, loop_cache, loop_state, module_state,
+//! names, output_batch, poller.
 
 use std::time::Duration;
 

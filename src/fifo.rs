@@ -1,4 +1,4 @@
-//! asynchat's producer fifo and `simple_producer`.
+//! Owns asynchat's producer fifo and `simple_producer`.
 //!
 //! `fifo` is the Python 2 API the asynchat docs describe (`is_empty`, `first`,
 //! `push`, `pop` -> `(1, item)` / `(0, None)`) and is also what
@@ -6,6 +6,8 @@
 //! on that attribute in 3.x (`append`, `appendleft`, `popleft`, `[0]`, `del
 //! [0]`, `len`, truth, `clear`, iteration). It tells its channel when it turns
 //! empty or non-empty, which is what the channel's poll interest depends on.
+//!
+//! Uses: calls, link, names, pyobj.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

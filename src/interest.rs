@@ -1,5 +1,7 @@
-//! The poll interest CPython's poll()/poll2() compute for a channel, and
+//! Owns the poll interest CPython's poll()/poll2() compute for a channel, and
 //! whether Rust can derive it from the channel's fields alone.
+//!
+//! Uses: channel, fifo, names, poller.
 
 use pyo3::prelude::*;
 

@@ -1,10 +1,11 @@
-//! The link between a channel and the loop state that polls it.
+//! Owns the link between a channel and the loop state that polls it.
 //!
 //! A channel holds a `ChannelNotify`; while a loop state polls it, that
 //! points to the loop state's `LoopShared`, through which the channel reports
 //! that its poll interest may have changed (`mark_dirty`) and leaves the
 //! poller before its socket is closed (`unregister`, from `del_channel`).
-//! Uses the poller and fd_map.
+//!
+//! Uses: fd_map, poller.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,5 +1,7 @@
-//! The loop states kept between calls, one per map, and the checkout that
-//! lends one to a pass.
+//! Owns the loop states kept between calls, one per map, and the checkout
+//! that lends one to a pass.
+//!
+//! Uses: interest, link, loop_state.
 
 use std::sync::Mutex;
 

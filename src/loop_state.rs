@@ -1,5 +1,5 @@
-//! The state the loop keeps for one map between passes: the poller, the
-//! registrations, and what it needs to bring them up to date with the map.
+//! Owns the state the loop keeps for one map between passes, and bringing
+//! its registrations up to date with the map.
 //!
 //! CPython rebuilds the whole poll set every pass, calling `readable()` and
 //! `writable()` on every channel. Here a `LoopState` per map keeps the poller
@@ -8,6 +8,8 @@
 //! a plain dict with the last pass), channels whose interest may have changed
 //! (they tell us through `ChannelNotify`), and channels whose `readable()` /
 //! `writable()` are Python overrides (called every pass, as CPython does).
+//!
+//! Uses: channel, fd_map, interest, names, registrations, socket_map.
 
 use std::os::fd::RawFd;
 use std::time::Duration;

@@ -1,10 +1,12 @@
-//! The Python-side `asyncore` module the Rust code serves, and the names it
-//! reads from it at call time.
+//! Owns the binding to the Python-side `asyncore` module the Rust code
+//! serves, and the lookup of its globals at call time.
 //!
 //! CPython's asyncore looks its globals up when it runs, and real code and
 //! CPython's tests replace them (`asyncore.socket_map`, `asyncore.socket`,
 //! `asyncore.poll`, `read`, `write`...). So do we: the module's `__dict__` is
 //! bound once, and every name is read from it when needed.
+//!
+//! Uses: names.
 
 use pyo3::exceptions::{PyNameError, PyRuntimeError};
 use pyo3::prelude::*;

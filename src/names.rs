@@ -1,9 +1,11 @@
-//! Every Python name the Rust code reads, interned once, in one place (as
-//! orjson's typeref.rs keeps its type and string references): method and
+//! Owns every Python name the Rust code reads, interned once, in one place
+//! (as orjson's typeref.rs keeps its type and string references): method and
 //! attribute names, and the globals of the asyncore module read at call
 //! time. `names::handle_read(py)` is `intern!(py, "handle_read")`; the name
 //! objects are immortal, which has_builtin's cache relies on. String values
-//! (messages) stay where they are used. Uses nothing from the crate.
+//! (messages) stay where they are used.
+//!
+//! Uses nothing from the crate.
 
 use pyo3::intern;
 use pyo3::prelude::*;

@@ -27,6 +27,8 @@
 //! FTP server does, with a blocking accept() after "227 passive mode") waits
 //! forever, its push not yet sent. With `"pipelined"` this needs a peer that
 //! has also sent its next request before reading the reply.
+//!
+//! Uses: channel, errors, fifo, sockio.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

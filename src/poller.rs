@@ -1,10 +1,12 @@
-//! The kernel's readiness interface, behind one type: `Poller` owns the
+//! Owns the kernel's readiness interface, behind one type: `Poller` owns the
 //! epoll instance, its registrations and its wait, and speaks poll(2)'s flag
 //! values, which is what the loop and CPython's `poll2()` speak.
 //!
 //! Everything epoll-specific is in this file: a poller for another kernel
 //! (kqueue, IOCP through the polling crate) is another `Poller` with the same
-//! methods, chosen by `cfg`. Uses nothing from the crate but errors.rs.
+//! methods, chosen by `cfg`.
+//!
+//! Uses: errors.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};

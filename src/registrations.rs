@@ -1,11 +1,13 @@
-//! One loop state's registrations: which channel is polled at which fd,
+//! Owns one loop state's registrations: which channel is polled at which fd,
 //! under which map key, with what interest, and how the kernel took it.
 //!
 //! The fields are private so that what is derived from the registrations
 //! stays true: the fds asked every pass, the fds outside the kernel's set and
 //! the count of fds that want any event change only with a registration (in
 //! `add`, `apply` and `remove`). A pass then costs what is active, not what
-//! is registered. Uses the poller, link.rs, fd_map.rs and interest.rs's WKind.
+//! is registered.
+//!
+//! Uses: errors, fd_map, interest, link, poller.
 
 use std::os::fd::RawFd;
 use std::sync::Arc;

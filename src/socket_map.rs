@@ -1,10 +1,12 @@
-//! `SocketMap`'s change log, the one place that says which writes to the
-//! map the loop must look at, and `map_write`, the dict write plus the note
-//! that `add_channel`/`del_channel` make without calling into Python.
+//! Owns `SocketMap`'s change log, the one place that says which writes to
+//! the map the loop must look at, and `map_write`, the dict write plus the
+//! note that `add_channel`/`del_channel` make without calling into Python.
 //!
 //! `asyncore.socket_map` is a `SocketMap` (python/asyncore_rs/asyncore.py), a
 //! dict that notes each key written in its `_changes`; the loop re-reads only
-//! those keys (loop_state.rs). Uses module_state.rs.
+//! those keys (loop_state.rs).
+//!
+//! Uses: module_state, names.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 

@@ -1,6 +1,8 @@
-//! Socket calls. A plain `socket.socket` gets non-blocking syscalls on
-//! its fd; anything else (SSL sockets, mocks, `file_wrapper`, user subclasses)
-//! goes through its Python methods.
+//! Owns the socket calls. A plain `socket.socket` gets non-blocking syscalls
+//! on its fd; anything else (SSL sockets, mocks, `file_wrapper`, user
+//! subclasses) goes through its Python methods.
+//!
+//! Uses: calls, errors, module_state, names.
 
 use std::cell::RefCell;
 use std::os::fd::RawFd;

@@ -1,5 +1,7 @@
-//! `asyncore.dispatcher_with_send`: buffered output on a plain dispatcher.
-//! Its methods are registered on `dispatcher` as `_ws_*` (see dispatcher.rs).
+//! Owns `asyncore.dispatcher_with_send`: buffered output on a plain
+//! dispatcher. Its methods are registered on `dispatcher` as `_ws_*`.
+//!
+//! Uses: channel, dispatcher, names, pyobj, sockio.
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
