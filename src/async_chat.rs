@@ -5,7 +5,7 @@
 //! tail (CPython re-slices `ac_in_buffer` for every message). The order of
 //! calls and assignments follows CPython 3.11's `handle_read` exactly.
 //!
-//! Uses: calls, channel, dispatcher, errors, fifo, names, output_batch, pyobj,
+//! Uses: calls, channel, dispatcher, errors, fifo, inbuf, names, output_batch, pyobj,
 //! scanner, sockio.
 
 use std::borrow::Cow;
@@ -17,11 +17,12 @@ use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
 
 use crate::channel::{
     connected, field, has_builtin, producer_fifo_of, set_producer_fifo, socket_of,
-    store_producer_fifo, Dispatcher, Fields, F_INBUF,
+    store_producer_fifo, Dispatcher, F_INBUF,
 };
 use crate::dispatcher::{dispatcher_init, dispatcher_send};
 use crate::errors::{call_in_except, errno_of, is_disconnect};
 use crate::fifo::{self, Fifo};
+use crate::inbuf::Consume;
 use crate::names;
 use crate::scanner::{prefix_at_end, Scan, Terminator};
 use crate::sockio::{plain_fd, recv_with, Syscall};
@@ -108,7 +109,7 @@ fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
         if let (Some(fd), Ok(n)) = (plain_fd(py, &sock), size.extract::<usize>()) {
             let me = slf.get();
             match recv_with(py, fd, n, |data| {
-                me.fields().in_buf.extend_from_slice(data);
+                me.fields().inbuf.extend(data);
                 data.len()
             }) {
                 Syscall::Done(0) => {
@@ -139,7 +140,7 @@ fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
             .call1((py.get_type::<PyString>(), encoding))?;
     }
     let bytes = bytes_like(&data)?;
-    slf.get().fields().in_buf.extend_from_slice(&bytes);
+    slf.get().fields().inbuf.extend(&bytes);
     Ok(true)
 }
 
@@ -160,12 +161,6 @@ fn recv_failed(slf: &Bound<'_, Dispatcher>, e: PyErr) -> PyResult<bool> {
     }
 }
 
-/// What happens to the buffer after `collect_incoming_data` returns.
-enum Consume {
-    All,
-    Front(usize),
-}
-
 /// The `while self.ac_in_buffer:` loop of CPython's handle_read.
 fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     let py = slf.py();
@@ -177,7 +172,7 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     );
     let mut compiled: Option<(Py<PyAny>, Terminator)> = None;
     let result = loop {
-        let lb = me.fields().in_data().len();
+        let lb = me.fields().inbuf.data().len();
         if lb == 0 {
             break Ok(());
         }
@@ -199,7 +194,7 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             let Some((_, t)) = compiled.as_ref() else {
                 break Ok(());
             };
-            let found = t.scan(me.fields().in_data());
+            let found = t.scan(me.fields().inbuf.data());
             let tlen = t.needle().len();
             match found {
                 Scan::Found(index) => {
@@ -207,7 +202,7 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
                         // Don't report the empty string (CPython: "source of subtle bugs").
                         collect(slf, index, Consume::Front(index + tlen))?
                     } else {
-                        consume(&mut me.fields(), &Consume::Front(tlen))
+                        me.fields().inbuf.consume(&Consume::Front(tlen))
                     };
                     found_terminator(slf, more_input)?;
                 }
@@ -223,7 +218,7 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             }
         }
     };
-    shrink(me);
+    me.fields().inbuf.shrink();
     // Sends what the pipelined messages' replies queued (see output_batch.rs),
     // before an error from the scan reaches handle_error.
     let flushed = crate::output_batch::flush(slf);
@@ -289,7 +284,7 @@ fn compile(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>) -> PyResult<Ter
         || term.is_instance_of::<PyMemoryView>();
     if !is_bytes_like {
         let py = slf.py();
-        let buf = PyBytes::new(py, slf.get().fields().in_data());
+        let buf = PyBytes::new(py, slf.get().fields().inbuf.data());
         buf.call_method1(names::find(py), (term,))?;
         return Err(PyTypeError::new_err(
             "terminator must be bytes, int or None",
@@ -306,56 +301,16 @@ fn collect(slf: &Bound<'_, Dispatcher>, n: usize, then: Consume) -> PyResult<boo
     let me = slf.get();
     let data = {
         let mut st = me.fields();
-        st.in_callback = true;
-        PyBytes::new(py, &st.in_data()[..n])
+        st.inbuf.begin_callback();
+        PyBytes::new(py, &st.inbuf.data()[..n])
     };
     let r = crate::calls::call_method1(slf, names::collect_incoming_data(py), &data);
     let mut st = me.fields();
-    st.in_callback = false;
-    let stash = st.in_stash.take();
-    r?;
     // The callback may have assigned ac_in_buffer; CPython then overwrites
-    // it with the slice of the old buffer.
-    if let Some((buf, start)) = stash {
-        st.in_buf = buf;
-        st.in_start = start;
-    }
-    Ok(consume(&mut st, &then))
-}
-
-/// Drops consumed input; returns whether input is left.
-fn consume(st: &mut Fields, how: &Consume) -> bool {
-    match *how {
-        Consume::All => {
-            st.in_buf.clear();
-            st.in_start = 0;
-        }
-        Consume::Front(k) => {
-            st.in_start += k;
-            if st.in_start >= st.in_buf.len() {
-                st.in_buf.clear();
-                st.in_start = 0;
-            }
-        }
-    }
-    !st.in_data().is_empty()
-}
-
-/// Keeps idle channels small: a drained buffer gives back large capacity, and
-/// a kept partial message moves to the front.
-fn shrink(me: &Dispatcher) {
-    let mut st = me.fields();
-    if st.in_data().is_empty() {
-        st.in_buf.clear();
-        st.in_start = 0;
-        if st.in_buf.capacity() > 16 * 1024 {
-            st.in_buf = Vec::new();
-        }
-    } else if st.in_start > 0 {
-        let start = st.in_start;
-        st.in_buf.drain(..start);
-        st.in_start = 0;
-    }
+    // it with the slice of the old buffer (unless the callback raised).
+    st.inbuf.end_callback(r.is_ok());
+    r?;
+    Ok(st.inbuf.consume(&then))
 }
 
 // --------------------------------------------------------------- output side
@@ -535,12 +490,12 @@ pub fn find_prefix_at_end<'py>(
 impl Dispatcher {
     #[getter(_rs_ac_in_buffer)]
     fn get_ac_in_buffer<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, self.fields().in_data())
+        PyBytes::new(py, self.fields().inbuf.data())
     }
     #[setter(_rs_ac_in_buffer)]
     fn set_ac_in_buffer(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let bytes = bytes_like(v)?;
-        self.fields().set_in_data(&bytes);
+        self.fields().inbuf.assign(&bytes);
         Ok(())
     }
     #[getter(_rs_producer_fifo)]

@@ -8,7 +8,7 @@
 //! `__dict__`, as in CPython. A subclass may shadow a descriptor with a class
 //! attribute; then the accessors use Python attribute lookup (`is_direct`).
 //!
-//! Uses: fifo, link, names.
+//! Uses: fifo, inbuf, link, names.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyType, PyWeakrefReference};
 
 use crate::fifo::Fifo;
+use crate::inbuf::InBuf;
 use crate::link::ChannelNotify;
 use crate::names;
 
@@ -43,29 +44,9 @@ pub struct Fields {
     pub fileno: Option<Py<PyAny>>,
     /// `dispatcher_with_send.out_buffer`.
     pub out_buffer: Option<Py<PyAny>>,
-    /// `async_chat.ac_in_buffer` is `in_buf[in_start..]`.
-    pub in_buf: Vec<u8>,
-    pub in_start: usize,
-    /// Set while asynchat calls `collect_incoming_data`; see async_chat.rs.
-    pub in_callback: bool,
-    pub in_stash: Option<(Vec<u8>, usize)>,
+    /// `async_chat.ac_in_buffer`.
+    pub inbuf: InBuf,
     pub producer_fifo: Option<Py<PyAny>>,
-}
-
-impl Fields {
-    pub fn in_data(&self) -> &[u8] {
-        &self.in_buf[self.in_start..]
-    }
-
-    pub fn set_in_data(&mut self, data: &[u8]) {
-        if self.in_callback && self.in_stash.is_none() {
-            let old = std::mem::take(&mut self.in_buf);
-            self.in_stash = Some((old, self.in_start));
-        }
-        self.in_buf.clear();
-        self.in_buf.extend_from_slice(data);
-        self.in_start = 0;
-    }
 }
 
 #[pyclass(

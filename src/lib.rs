@@ -12,6 +12,7 @@ mod fd_map;
 mod module_state;
 mod pyobj;
 mod scanner;
+mod inbuf;
 mod errors;
 mod sockio;
 mod socket_map;
