@@ -15,7 +15,7 @@ use crate::channel::{has_builtin, Dispatcher};
 use crate::errors::{call_in_except, errno_of, is_disconnect, is_reraised};
 use crate::interest::Mode;
 use crate::loop_cache::{forget, Checkout};
-use crate::loop_state::{LoopState, MapKind};
+use crate::loop_state::LoopState;
 use crate::module_state::{bound, global};
 use crate::names;
 use crate::output_batch::dispatching;
@@ -111,7 +111,7 @@ fn pass_select(py: Python<'_>, st: &mut LoopState, timeout: &Bound<'_, PyAny>) -
     let t = select_timeout(timeout)?;
     let ready = st.wait(py, t)?;
     let hooks = Hooks::load(py)?;
-    let map = st.map.bind(py).clone();
+    let map = st.map(py).clone();
     let mut rl = Vec::new();
     let mut wl = Vec::new();
     let mut el = Vec::new();
@@ -157,7 +157,7 @@ fn pass_poll(py: Python<'_>, st: &mut LoopState, ms: Option<i64>) -> PyResult<()
     st.sync(py, Mode::Poll)?;
     let ready = st.wait(py, poll_timeout(ms)?)?;
     let hooks = Hooks::load(py)?;
-    let map = st.map.bind(py).clone();
+    let map = st.map(py).clone();
     for (fd, flags, _) in ready {
         let Some(obj) = st.target(py, &map, fd)? else {
             continue;
@@ -341,7 +341,7 @@ pub fn loop_(
                 Mode::Select => pass_select(py, state, timeout)?,
                 Mode::Poll => pass_poll(py, state, ms)?,
             }
-            if matches!(state.kind, MapKind::Other) {
+            if state.rereads_everything() {
                 checkout = None; // holds no channel between passes (see Drop)
             }
         } else {

@@ -26,7 +26,7 @@ use crate::names;
 use crate::registrations::{Refresh, Registrations};
 use crate::socket_map::{ChangeLog, Changes};
 
-pub enum MapKind {
+enum MapKind {
     /// Our `SocketMap`: its change log lists the keys written since the last pass.
     Logged(Py<ChangeLog>),
     /// A dict: compared entry by entry with the last pass (pointer equality).
@@ -36,12 +36,13 @@ pub enum MapKind {
 }
 
 pub struct LoopState {
-    pub map: Py<PyAny>,
-    pub kind: MapKind,
+    map: Py<PyAny>,
+    kind: MapKind,
     /// `map.get(k)` may be done as a C-level dict lookup (see map_get).
     plain_get: bool,
     mode: Mode,
-    pub persistent: bool,
+    /// Kept between calls (loop_cache.rs), with links from its channels.
+    persistent: bool,
     fresh: bool,
     regs: Registrations,
     snapshot: Vec<(usize, usize)>,
@@ -82,6 +83,26 @@ impl LoopState {
             recheck: Vec::new(),
             pass: 0,
         })
+    }
+
+    /// The map this state polls.
+    pub fn map<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
+        self.map.bind(py)
+    }
+
+    /// The identity of the map (its address; the state holds a reference).
+    pub fn map_key(&self) -> usize {
+        self.map.as_ptr() as usize
+    }
+
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// Whether every pass re-reads the whole map anyway (neither our
+    /// `SocketMap` nor a dict): keeping the state between calls gains nothing.
+    pub fn rereads_everything(&self) -> bool {
+        matches!(self.kind, MapKind::Other)
     }
 
     // ---------------- bringing registrations up to date

@@ -10,7 +10,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use polling::{Event, PollMode};
@@ -42,20 +41,26 @@ pub enum Watch {
     Invalid,
 }
 
-/// An epoll instance, level-triggered, and the buffer its wait fills.
+/// An epoll instance, level-triggered. It is shared with the channels it
+/// polls (for `unwatch`); the buffer a wait fills is the waiter's (`Events`).
 pub struct Poller {
     /// Registrations go through the polling crate.
     epoll: polling::Poller,
-    /// Only the loop that owns this poller waits on it; the lock is never
-    /// contended (a `Poller` is shared with its channels for `unwatch`).
-    events: Mutex<Vec<libc::epoll_event>>,
+}
+
+/// The buffer `Poller::wait` fills, owned by the one loop state that waits.
+pub struct Events(Vec<libc::epoll_event>);
+
+impl Events {
+    pub fn new() -> Self {
+        Events(Vec::with_capacity(1024))
+    }
 }
 
 impl Poller {
     pub fn new() -> io::Result<Self> {
         Ok(Poller {
             epoll: polling::Poller::new()?,
-            events: Mutex::new(Vec::with_capacity(1024)),
         })
     }
 
@@ -118,10 +123,11 @@ impl Poller {
     pub fn wait(
         &self,
         py: Python<'_>,
+        events: &mut Events,
         timeout: Option<Duration>,
         mut on_event: impl FnMut(RawFd, u32),
     ) -> PyResult<()> {
-        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        let events = &mut events.0;
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let epfd = self.epoll.as_raw_fd();
         let cap = events.capacity();
