@@ -20,7 +20,7 @@ ruff check .
 ruff format --check .
 
 step "Stubs against the runtime (mypy.stubtest)"
-python -m mypy.stubtest asyncore_rs --allowlist tests/stubtest-allowlist.txt
+python -m mypy.stubtest asyncore_rs --allowlist tools/stubtest-allowlist.txt
 
 step "Docs (Sphinx, warnings are errors)"
 python -m sphinx -W -q -b html docs docs/_build/html

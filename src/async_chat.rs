@@ -4,25 +4,28 @@
 //! terminator with memchr, one pass per message, never copying the buffer's
 //! tail (CPython re-slices `ac_in_buffer` for every message). The order of
 //! calls and assignments follows CPython 3.11's `handle_read` exactly.
+//!
+//! Uses: calls, channel, dispatcher, errors, fifo, inbuf, names, output_batch, pyobj,
+//! scanner, sockio.
 
 use std::borrow::Cow;
 
 use pyo3::exceptions::{PyBlockingIOError, PyOSError, PyTypeError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
 
 use crate::channel::{
     connected, field, has_builtin, int_setting, plain_size_setting, producer_fifo_of,
-    set_producer_fifo, socket_of, store_producer_fifo, Dispatcher, State, F_CONNECTED, F_FIFO,
-    F_INBUF,
+    set_producer_fifo, socket_of, store_producer_fifo, Dispatcher, F_CONNECTED, F_FIFO, F_INBUF,
 };
 use crate::dispatcher::{dispatcher_init, dispatcher_send};
 use crate::errors::{call_in_except, errno_of, is_disconnect};
 use crate::fifo::{self, Fifo};
+use crate::inbuf::Consume;
+use crate::names;
 use crate::output_batch;
 use crate::scanner::{prefix_at_end, Scan, Terminator};
-use crate::sockio::{plain_fd, recv_with, Direct};
+use crate::sockio::{plain_fd, recv_with, Syscall};
 
 /// The bytes of a bytes-like object.
 pub fn bytes_like<'a>(v: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
@@ -50,16 +53,16 @@ fn type_name(v: &Bound<'_, PyAny>) -> String {
 
 pub fn init(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     let py = slf.py();
-    slf.setattr(intern!(py, "ac_in_buffer"), PyBytes::new(py, b""))?;
-    slf.setattr(intern!(py, "incoming"), PyList::empty(py))?;
+    slf.setattr(names::ac_in_buffer(py), PyBytes::new(py, b""))?;
+    slf.setattr(names::incoming(py), PyList::empty(py))?;
     let fifo = Bound::new(py, Fifo::empty())?;
     set_producer_fifo(slf, fifo.as_any())
 }
 
 pub fn get_data<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
-    let incoming = slf.getattr(intern!(py, "incoming"))?;
-    let d = PyBytes::new(py, b"").call_method1(intern!(py, "join"), (&incoming,))?;
+    let incoming = slf.getattr(names::incoming(py))?;
+    let d = PyBytes::new(py, b"").call_method1(names::join(py), (&incoming,))?;
     incoming.del_item(pyo3::types::PySlice::full(py))?;
     Ok(d)
 }
@@ -67,23 +70,23 @@ pub fn get_data<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>
 pub fn set_terminator(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = slf.py();
     let mut term = term.clone();
-    if term.is_instance_of::<PyString>() && slf.getattr(intern!(py, "use_encoding"))?.is_truthy()? {
-        let encoding = slf.getattr(intern!(py, "encoding"))?;
+    if term.is_instance_of::<PyString>() && slf.getattr(names::use_encoding(py))?.is_truthy()? {
+        let encoding = slf.getattr(names::encoding(py))?;
         term = py.get_type::<PyBytes>().call1((term, encoding))?;
     } else if term.is_instance_of::<PyInt>() && term.lt(0)? {
         return Err(PyValueError::new_err(
             "the number of received bytes must be positive",
         ));
     }
-    slf.setattr(intern!(py, "terminator"), term)
+    slf.setattr(names::terminator(py), term)
 }
 
 pub fn discard_buffers(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     let py = slf.py();
-    slf.setattr(intern!(py, "ac_in_buffer"), PyBytes::new(py, b""))?;
-    slf.getattr(intern!(py, "incoming"))?
+    slf.setattr(names::ac_in_buffer(py), PyBytes::new(py, b""))?;
+    slf.getattr(names::incoming(py))?
         .del_item(pyo3::types::PySlice::full(py))?;
-    producer_fifo_of(slf)?.call_method0(intern!(py, "clear"))?;
+    producer_fifo_of(slf)?.call_method0(names::clear(py))?;
     Ok(())
 }
 
@@ -100,70 +103,62 @@ pub fn handle_read(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
 /// Receives into the input buffer; false when handle_read must return now.
 fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
     let py = slf.py();
-    let size = slf.getattr(intern!(py, "ac_in_buffer_size"))?;
-    if Dispatcher::is_direct(slf, F_INBUF)
-        && has_builtin(slf, intern!(py, "recv"), intern!(py, "recv"))
-    {
+    let size = slf.getattr(names::ac_in_buffer_size(py))?;
+    if Dispatcher::is_direct(slf, F_INBUF) && has_builtin(slf, names::recv(py), names::recv(py)) {
         let sock = socket_of(slf)?;
         if let (Some(fd), Ok(n)) = (plain_fd(py, &sock), size.extract::<usize>()) {
             let me = slf.get();
             match recv_with(py, fd, n, |data| {
-                me.st().in_buf.extend_from_slice(data);
+                me.fields().inbuf.extend(data);
                 data.len()
             }) {
-                Direct::Done(0) => {
+                Syscall::Done(0) => {
                     // dispatcher.recv: an empty read means the peer closed.
-                    slf.call_method0(intern!(py, "handle_close"))?;
+                    slf.call_method0(names::handle_close(py))?;
                     return Ok(true);
                 }
-                Direct::Done(_) => return Ok(true),
-                Direct::Failed(e) => return recv_failed(slf, e),
-                Direct::Fallback => {}
+                Syscall::Done(_) => return Ok(true),
+                Syscall::Failed(e) => return recv_failed(slf, e),
+                Syscall::Fallback => {}
             }
         }
     }
-    let data = match slf.call_method1(intern!(py, "recv"), (&size,)) {
+    let data = match slf.call_method1(names::recv(py), (&size,)) {
         Ok(d) => d,
         Err(e) if e.is_instance_of::<PyBlockingIOError>(py) => return Ok(false),
         Err(e) if e.is_instance_of::<PyOSError>(py) => {
-            call_in_except(py, slf, intern!(py, "handle_error"), e)?;
+            call_in_except(py, slf, names::handle_error(py), e)?;
             return Ok(false);
         }
         Err(e) => return Err(e),
     };
-    if data.is_instance_of::<PyString>() && slf.getattr(intern!(py, "use_encoding"))?.is_truthy()? {
+    if data.is_instance_of::<PyString>() && slf.getattr(names::use_encoding(py))?.is_truthy()? {
         // CPython 3.11 writes `bytes(str, self.encoding)` here (the type, not
         // the data), which raises TypeError. We keep that on purpose.
-        let encoding = slf.getattr(intern!(py, "encoding"))?;
+        let encoding = slf.getattr(names::encoding(py))?;
         py.get_type::<PyBytes>()
             .call1((py.get_type::<PyString>(), encoding))?;
     }
     let bytes = bytes_like(&data)?;
-    slf.get().st().in_buf.extend_from_slice(&bytes);
+    slf.get().fields().inbuf.extend(&bytes);
     Ok(true)
 }
 
-/// The direct recv failed: what dispatcher.recv + handle_read's excepts do.
+/// The recv on the fd failed: what dispatcher.recv + handle_read's excepts do.
 #[cold]
 fn recv_failed(slf: &Bound<'_, Dispatcher>, e: PyErr) -> PyResult<bool> {
     let py = slf.py();
     match errno_of(py, &e) {
         Some(errno) if is_disconnect(py, errno)? => {
-            slf.call_method0(intern!(py, "handle_close"))?;
+            slf.call_method0(names::handle_close(py))?;
             Ok(true)
         }
         Some(_) => {
-            call_in_except(py, slf, intern!(py, "handle_error"), e)?;
+            call_in_except(py, slf, names::handle_error(py), e)?;
             Ok(false)
         }
         None => Err(e),
     }
-}
-
-/// What happens to the buffer after `collect_incoming_data` returns.
-enum Consume {
-    All,
-    Front(usize),
 }
 
 /// The messages of the input buffer, one by one.
@@ -172,19 +167,19 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     let me = slf.get();
     let get_term_builtin = has_builtin(
         slf,
-        intern!(py, "get_terminator"),
-        intern!(py, "_ac_get_terminator"),
+        names::get_terminator(py),
+        names::_ac_get_terminator(py),
     );
     let mut compiled: Option<(Py<PyAny>, Terminator)> = None;
     loop {
-        let lb = me.st().in_data().len();
+        let lb = me.fields().inbuf.data().len();
         if lb == 0 {
             return Ok(());
         }
         let term = if get_term_builtin {
-            slf.getattr(intern!(py, "terminator"))?
+            slf.getattr(names::terminator(py))?
         } else {
-            slf.call_method0(intern!(py, "get_terminator"))?
+            slf.call_method0(names::get_terminator(py))?
         };
         if !term.is_truthy()? {
             // No terminator: collect it all.
@@ -199,7 +194,7 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             let Some((_, t)) = compiled.as_ref() else {
                 return Ok(());
             };
-            let found = t.scan(me.st().in_data());
+            let found = t.scan(me.fields().inbuf.data());
             let tlen = t.needle().len();
             match found {
                 Scan::Found(index) => {
@@ -207,7 +202,7 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
                         // Don't report the empty string (CPython: "source of subtle bugs").
                         collect(slf, index, Consume::Front(index + tlen))?
                     } else {
-                        consume(&mut me.st(), &Consume::Front(tlen))
+                        me.fields().inbuf.consume(&Consume::Front(tlen))
                     };
                     found_terminator(slf, more_input)?;
                 }
@@ -231,7 +226,7 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
 /// handle_error.
 fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     let result = scan_messages(slf);
-    shrink(slf.get());
+    slf.get().fields().inbuf.shrink();
     let flushed = output_batch::flush(slf);
     result.and(flushed)
 }
@@ -240,7 +235,7 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
 /// this message, its pushes may be batched (`ac_batch_output = "pipelined"`).
 fn found_terminator(slf: &Bound<'_, Dispatcher>, more_input: bool) -> PyResult<()> {
     crate::output_batch::pipelined(slf, more_input, || {
-        slf.call_method0(intern!(slf.py(), "found_terminator"))
+        slf.call_method0(names::found_terminator(slf.py()))
     })?;
     Ok(())
 }
@@ -262,8 +257,8 @@ fn scan_count(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>, lb: usize) -
     );
     if (lb as i128) < n {
         collect(slf, lb, Consume::All)?;
-        let left = slf.getattr(intern!(py, "terminator"))?.sub(lb)?;
-        slf.setattr(intern!(py, "terminator"), left)
+        let left = slf.getattr(names::terminator(py))?.sub(lb)?;
+        slf.setattr(names::terminator(py), left)
     } else {
         // buf[:n] and buf[n:], with Python's meaning of a negative n.
         let cut = if n >= 0 {
@@ -276,7 +271,7 @@ fn scan_count(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>, lb: usize) -
         } else {
             collect_empty(slf)?
         };
-        slf.setattr(intern!(py, "terminator"), 0)?;
+        slf.setattr(names::terminator(py), 0)?;
         found_terminator(slf, more_input)
     }
 }
@@ -295,8 +290,8 @@ fn compile(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>) -> PyResult<Ter
         || term.is_instance_of::<PyMemoryView>();
     if !is_bytes_like {
         let py = slf.py();
-        let buf = PyBytes::new(py, slf.get().st().in_data());
-        buf.call_method1(intern!(py, "find"), (term,))?;
+        let buf = PyBytes::new(py, slf.get().fields().inbuf.data());
+        buf.call_method1(names::find(py), (term,))?;
         return Err(PyTypeError::new_err(
             "terminator must be bytes, int or None",
         ));
@@ -311,57 +306,17 @@ fn collect(slf: &Bound<'_, Dispatcher>, n: usize, then: Consume) -> PyResult<boo
     let py = slf.py();
     let me = slf.get();
     let data = {
-        let mut st = me.st();
-        st.in_callback = true;
-        PyBytes::new(py, &st.in_data()[..n])
+        let mut st = me.fields();
+        st.inbuf.begin_callback();
+        PyBytes::new(py, &st.inbuf.data()[..n])
     };
-    let r = crate::calls::call_method1(slf, intern!(py, "collect_incoming_data"), &data);
-    let mut st = me.st();
-    st.in_callback = false;
-    let stash = st.in_stash.take();
-    r?;
+    let r = crate::calls::call_method1(slf, names::collect_incoming_data(py), &data);
+    let mut st = me.fields();
     // The callback may have assigned ac_in_buffer; CPython then overwrites
-    // it with the slice of the old buffer.
-    if let Some((buf, start)) = stash {
-        st.in_buf = buf;
-        st.in_start = start;
-    }
-    Ok(consume(&mut st, &then))
-}
-
-/// Drops consumed input; returns whether input is left.
-fn consume(st: &mut State, how: &Consume) -> bool {
-    match *how {
-        Consume::All => {
-            st.in_buf.clear();
-            st.in_start = 0;
-        }
-        Consume::Front(k) => {
-            st.in_start += k;
-            if st.in_start >= st.in_buf.len() {
-                st.in_buf.clear();
-                st.in_start = 0;
-            }
-        }
-    }
-    !st.in_data().is_empty()
-}
-
-/// Keeps idle channels small: a drained buffer gives back large capacity, and
-/// a kept partial message moves to the front.
-fn shrink(me: &Dispatcher) {
-    let mut st = me.st();
-    if st.in_data().is_empty() {
-        st.in_buf.clear();
-        st.in_start = 0;
-        if st.in_buf.capacity() > 16 * 1024 {
-            st.in_buf = Vec::new();
-        }
-    } else if st.in_start > 0 {
-        let start = st.in_start;
-        st.in_buf.drain(..start);
-        st.in_start = 0;
-    }
+    // it with the slice of the old buffer (unless the callback raised).
+    st.inbuf.end_callback(r.is_ok());
+    r?;
+    Ok(st.inbuf.consume(&then))
 }
 
 // --------------------------------------------------------------- output side
@@ -379,12 +334,12 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
             data.get_type().unbind(),
         )));
     }
-    if let Some(size) = plain_size_setting(slf, intern!(py, "ac_out_buffer_size")) {
+    if let Some(size) = plain_size_setting(slf, names::ac_out_buffer_size(py)) {
         if pushed_in_one_step(slf, data, size)? {
             return Ok(());
         }
     }
-    let sabs = int_setting(slf, intern!(py, "ac_out_buffer_size"))?;
+    let sabs = int_setting(slf, names::ac_out_buffer_size(py))?;
     let fifo = producer_fifo_of(slf)?;
     let n = data.len()?;
     let longer = match sabs.extract::<usize>() {
@@ -400,18 +355,14 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
             crate::fifo::append(&fifo, &part)?;
         }
     }
-    let ours = has_builtin(
-        slf,
-        intern!(py, "initiate_send"),
-        intern!(py, "_ac_initiate_send"),
-    );
+    let ours = has_builtin(slf, names::initiate_send(py), names::_ac_initiate_send(py));
     if !longer {
         crate::fifo::append(&fifo, data)?;
     }
     if ours {
         return initiate_send(slf);
     }
-    slf.call_method0(intern!(py, "initiate_send"))?;
+    slf.call_method0(names::initiate_send(py))?;
     Ok(())
 }
 
@@ -441,11 +392,8 @@ fn pushed_in_one_step(
     if !fifo.cast::<Fifo>().is_ok_and(|f| f.get().is_empty()) || !connected(slf)? {
         return Ok(false);
     }
-    let ours = has_builtin(
-        slf,
-        intern!(py, "initiate_send"),
-        intern!(py, "_ac_initiate_send"),
-    ) && has_builtin(slf, intern!(py, "send"), intern!(py, "send"));
+    let ours = has_builtin(slf, names::initiate_send(py), names::_ac_initiate_send(py))
+        && has_builtin(slf, names::send(py), names::send(py));
     Ok(ours && output_batch::virtual_send(slf, &fifo, data)? == Some(n))
 }
 
@@ -453,7 +401,7 @@ fn pushed_in_one_step(
 /// whose send may be virtual (see output_batch.rs).
 pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     let py = slf.py();
-    let send_builtin = has_builtin(slf, intern!(py, "send"), intern!(py, "send"));
+    let send_builtin = has_builtin(slf, names::send(py), names::send(py));
     if !send_builtin {
         // A Python send() writes after what was queued before it.
         output_batch::flush(slf)?;
@@ -470,16 +418,16 @@ pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
         if !first.is_truthy()? {
             fifo::del_first(&fifo)?;
             if first.is_none() {
-                slf.call_method0(intern!(py, "handle_close"))?;
+                slf.call_method0(names::handle_close(py))?;
                 return Ok(());
             }
         }
-        let obs = int_setting(slf, intern!(py, "ac_out_buffer_size"))?;
+        let obs = int_setting(slf, names::ac_out_buffer_size(py))?;
         let data = match head(&first, &obs) {
             Ok(d) => d,
             Err(e) if e.is_instance_of::<PyTypeError>(py) => {
                 // A producer: refill from more().
-                let data = first.call_method0(intern!(py, "more"))?;
+                let data = first.call_method0(names::more(py))?;
                 if data.is_truthy()? {
                     fifo::push_front(&fifo, &data)?;
                 } else {
@@ -490,9 +438,9 @@ pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             Err(e) => return Err(e),
         };
         let data = if data.is_instance_of::<PyString>()
-            && slf.getattr(intern!(py, "use_encoding"))?.is_truthy()?
+            && slf.getattr(names::use_encoding(py))?.is_truthy()?
         {
-            let encoding = slf.getattr(intern!(py, "encoding"))?;
+            let encoding = slf.getattr(names::encoding(py))?;
             py.get_type::<PyBytes>().call1((data, encoding))?
         } else {
             data
@@ -500,12 +448,12 @@ pub fn initiate_send(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
         let sent = if send_builtin {
             send(slf, &fifo, &data)
         } else {
-            slf.call_method1(intern!(py, "send"), (&data,))
+            slf.call_method1(names::send(py), (&data,))
         };
         let num_sent = match sent {
             Ok(n) => n,
             Err(e) if e.is_instance_of::<PyOSError>(py) => {
-                return call_in_except(py, slf, intern!(py, "handle_error"), e);
+                return call_in_except(py, slf, names::handle_error(py), e);
             }
             Err(e) => return Err(e),
         };
@@ -604,7 +552,7 @@ pub fn find_prefix_at_end<'py>(
         let stop = l.into_pyobject(py)?.into_any();
         let prefix = needle.get_item(crate::pyobj::make_slice(py, &none, &stop)?)?;
         if haystack
-            .call_method1(intern!(py, "endswith"), (prefix,))?
+            .call_method1(names::endswith(py), (prefix,))?
             .is_truthy()?
         {
             break;
@@ -620,12 +568,12 @@ pub fn find_prefix_at_end<'py>(
 impl Dispatcher {
     #[getter(_rs_ac_in_buffer)]
     fn get_ac_in_buffer<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, self.st().in_data())
+        PyBytes::new(py, self.fields().inbuf.data())
     }
     #[setter(_rs_ac_in_buffer)]
     fn set_ac_in_buffer(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let bytes = bytes_like(v)?;
-        self.st().set_in_data(&bytes);
+        self.fields().inbuf.assign(&bytes);
         Ok(())
     }
     #[getter(_rs_producer_fifo)]
@@ -663,8 +611,8 @@ impl Dispatcher {
         slf: &Bound<'_, Self>,
         data: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let incoming = slf.getattr(intern!(slf.py(), "incoming"))?;
-        crate::calls::call_method1(&incoming, intern!(slf.py(), "append"), data)?;
+        let incoming = slf.getattr(names::incoming(slf.py()))?;
+        crate::calls::call_method1(&incoming, names::append(slf.py()), data)?;
         Ok(())
     }
     #[pyo3(name = "_ac__get_data")]
@@ -675,17 +623,17 @@ impl Dispatcher {
         set_terminator(slf, term)
     }
     fn _ac_get_terminator<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        slf.getattr(intern!(slf.py(), "terminator"))
+        slf.getattr(names::terminator(slf.py()))
     }
     fn _ac_handle_read(slf: &Bound<'_, Self>) -> PyResult<()> {
         handle_read(slf)
     }
     fn _ac_handle_write(slf: &Bound<'_, Self>) -> PyResult<()> {
-        slf.call_method0(intern!(slf.py(), "initiate_send"))?;
+        slf.call_method0(names::initiate_send(slf.py()))?;
         Ok(())
     }
     fn _ac_handle_close(slf: &Bound<'_, Self>) -> PyResult<()> {
-        slf.call_method0(intern!(slf.py(), "close"))?;
+        slf.call_method0(names::close(slf.py()))?;
         Ok(())
     }
     fn _ac_push(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -693,7 +641,7 @@ impl Dispatcher {
     }
     fn _ac_push_with_producer(slf: &Bound<'_, Self>, producer: &Bound<'_, PyAny>) -> PyResult<()> {
         crate::fifo::append(&producer_fifo_of(slf)?, producer)?;
-        slf.call_method0(intern!(slf.py(), "initiate_send"))?;
+        slf.call_method0(names::initiate_send(slf.py()))?;
         Ok(())
     }
     fn _ac_readable(&self) -> i32 {

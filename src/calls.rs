@@ -1,10 +1,12 @@
-//! Calls from Rust into Python methods on the hot path.
+//! Owns the calls from Rust into Python methods on the hot path.
 //!
 //! pyo3's `call_method1` looks the method up with getattr, which allocates a
 //! bound method, and packs the arguments in a tuple. CPython's
 //! `PyObject_CallMethodObjArgs` (limited API) finds the function without
 //! binding it and vectorcalls it with the arguments on the stack. The lookup
 //! is the same attribute lookup, so overrides and instance attributes apply.
+//!
+//! Uses nothing from the crate.
 
 use pyo3::ffi;
 use pyo3::prelude::*;

@@ -1,20 +1,25 @@
-//! The channel object: `dispatcher`'s Rust layout, shared by every channel
-//! class, its Rust-held state and the accessors that read it.
+//! Owns the channel object: `dispatcher`'s Rust layout, shared by every
+//! channel class, its Rust-held attributes and the accessors that read them.
 //!
-//! State that decides a channel's poll interest (`connected`, `accepting`,
-//! `out_buffer`, `producer_fifo`) lives in Rust behind data descriptors, so the
-//! event loop learns of every change without asking Python each pass. State
-//! nothing in Rust needs stays in the instance `__dict__`, as in CPython.
+//! The attributes that decide a channel's poll interest (`connected`,
+//! `accepting`, `out_buffer`, `producer_fifo`) live in Rust behind data
+//! descriptors, so the event loop learns of every change without asking
+//! Python each pass. Attributes nothing in Rust needs stay in the instance
+//! `__dict__`, as in CPython. A subclass may shadow a descriptor with a class
+//! attribute; then the accessors use Python attribute lookup (`is_direct`).
+//!
+//! Uses: calls, fifo, inbuf, link, names.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyType, PyWeakrefReference};
 
 use crate::fifo::Fifo;
+use crate::inbuf::InBuf;
 use crate::link::ChannelNotify;
+use crate::names;
 
 /// Attributes whose Rust field is authoritative unless a subclass shadows the
 /// descriptor with a class attribute (then Python attribute lookup is used).
@@ -31,7 +36,7 @@ const F_DICTPTR: u16 = 256;
 const F_KNOWN: u16 = 0x8000;
 
 #[derive(Default)]
-pub struct State {
+pub struct Fields {
     pub connected: bool,
     pub accepting: bool,
     pub connecting: bool,
@@ -39,12 +44,8 @@ pub struct State {
     pub fileno: Option<Py<PyAny>>,
     /// `dispatcher_with_send.out_buffer`.
     pub out_buffer: Option<Py<PyAny>>,
-    /// `async_chat.ac_in_buffer` is `in_buf[in_start..]`.
-    pub in_buf: Vec<u8>,
-    pub in_start: usize,
-    /// Set while asynchat calls `collect_incoming_data`; see async_chat.rs.
-    pub in_callback: bool,
-    pub in_stash: Option<(Vec<u8>, usize)>,
+    /// `async_chat.ac_in_buffer`.
+    pub inbuf: InBuf,
     pub producer_fifo: Option<Py<PyAny>>,
     /// async_chat's virtually sent data (see output_batch.rs).
     pub out_queue: OutQueue,
@@ -69,22 +70,6 @@ impl OutQueue {
     }
 }
 
-impl State {
-    pub fn in_data(&self) -> &[u8] {
-        &self.in_buf[self.in_start..]
-    }
-
-    pub fn set_in_data(&mut self, data: &[u8]) {
-        if self.in_callback && self.in_stash.is_none() {
-            let old = std::mem::take(&mut self.in_buf);
-            self.in_stash = Some((old, self.in_start));
-        }
-        self.in_buf.clear();
-        self.in_buf.extend_from_slice(data);
-        self.in_start = 0;
-    }
-}
-
 #[pyclass(
     frozen,
     subclass,
@@ -94,10 +79,10 @@ impl State {
     name = "dispatcher"
 )]
 pub struct Dispatcher {
-    st: Mutex<State>,
+    fields: Mutex<Fields>,
     pub notify: Arc<ChannelNotify>,
     direct: AtomicU16,
-    /// `State::out_queue` holds data (see output_batch.rs).
+    /// `Fields::out_queue` holds data (see output_batch.rs).
     pub queued: AtomicBool,
     /// The socket object last seen plain and open (see output_batch.rs).
     pub sock_seen: AtomicUsize,
@@ -111,7 +96,7 @@ impl Dispatcher {
     /// A channel with no state yet (`dispatcher.__new__`).
     pub fn new_empty() -> Self {
         Dispatcher {
-            st: Mutex::new(State::default()),
+            fields: Mutex::new(Fields::default()),
             notify: Arc::new(ChannelNotify::default()),
             direct: AtomicU16::new(0),
             queued: AtomicBool::new(false),
@@ -121,22 +106,22 @@ impl Dispatcher {
         }
     }
 
-    /// Sets a boolean state field; if it changed and the channel's interest
+    /// Sets a boolean field; if it changed and the channel's interest
     /// depends on it, tells the loop.
     pub fn store_flag(
         &self,
-        pick: impl FnOnce(&mut State) -> &mut bool,
+        pick: impl FnOnce(&mut Fields) -> &mut bool,
         value: bool,
         interest: bool,
     ) {
-        let changed = std::mem::replace(pick(&mut self.st()), value) != value;
+        let changed = std::mem::replace(pick(&mut self.fields()), value) != value;
         if changed && interest {
             self.notify.mark_dirty();
         }
     }
 
-    pub fn st(&self) -> MutexGuard<'_, State> {
-        self.st.lock().unwrap_or_else(PoisonError::into_inner)
+    pub fn fields(&self) -> MutexGuard<'_, Fields> {
+        self.fields.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether the Rust fields behind `flag` (one or more bits) are all
@@ -179,15 +164,15 @@ fn direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
 }
 
 fn compute_direct_mask(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
-    let base_dict = py.get_type::<Dispatcher>().getattr(intern!(py, "__dict__"));
-    let mro = ty.getattr(intern!(py, "__mro__"));
+    let base_dict = py.get_type::<Dispatcher>().getattr(names::dunder_dict(py));
+    let mro = ty.getattr(names::dunder_mro(py));
     let (Ok(base_dict), Ok(mro)) = (base_dict, mro) else {
         return 0;
     };
     let dicts: Vec<Bound<PyAny>> = mro
         .try_iter()
         .map(|it| {
-            it.filter_map(|k| k.and_then(|k| k.getattr(intern!(py, "__dict__"))).ok())
+            it.filter_map(|k| k.and_then(|k| k.getattr(names::dunder_dict(py))).ok())
                 .collect()
         })
         .unwrap_or_default();
@@ -217,7 +202,7 @@ static DICT_OFFSET: AtomicUsize = AtomicUsize::new(0);
 /// check rather than assume.
 fn dict_at_base_offset(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
     let offset = |t: &Bound<'_, PyType>| {
-        t.getattr(intern!(py, "__dictoffset__"))
+        t.getattr(names::dunder_dictoffset(py))
             .and_then(|v| v.extract::<isize>())
             .unwrap_or(0)
     };
@@ -266,7 +251,7 @@ fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) ->
             }
         };
     }
-    match obj.getattr(intern!(py, "__dict__")) {
+    match obj.getattr(names::dunder_dict(py)) {
         Ok(d) => d
             .cast::<PyDict>()
             .is_ok_and(|d| d.contains(name).unwrap_or(true)),
@@ -342,54 +327,56 @@ fn descriptor_names(py: Python<'_>) -> [(u16, Bound<'_, PyString>, Bound<'_, PyS
     [
         (
             F_CONNECTED,
-            intern!(py, "connected").clone(),
-            intern!(py, "connected").clone(),
+            names::connected(py).clone(),
+            names::connected(py).clone(),
         ),
         (
             F_ACCEPTING,
-            intern!(py, "accepting").clone(),
-            intern!(py, "accepting").clone(),
+            names::accepting(py).clone(),
+            names::accepting(py).clone(),
         ),
         (
             F_CONNECTING,
-            intern!(py, "connecting").clone(),
-            intern!(py, "connecting").clone(),
+            names::connecting(py).clone(),
+            names::connecting(py).clone(),
         ),
         (
             F_SOCKET,
-            intern!(py, "socket").clone(),
-            intern!(py, "socket").clone(),
+            names::socket(py).clone(),
+            names::socket(py).clone(),
         ),
         (
             F_FILENO,
-            intern!(py, "_fileno").clone(),
-            intern!(py, "_fileno").clone(),
+            names::_fileno(py).clone(),
+            names::_fileno(py).clone(),
         ),
         (
             F_OUT,
-            intern!(py, "out_buffer").clone(),
-            intern!(py, "_rs_out_buffer").clone(),
+            names::out_buffer(py).clone(),
+            names::_rs_out_buffer(py).clone(),
         ),
         (
             F_INBUF,
-            intern!(py, "ac_in_buffer").clone(),
-            intern!(py, "_rs_ac_in_buffer").clone(),
+            names::ac_in_buffer(py).clone(),
+            names::_rs_ac_in_buffer(py).clone(),
         ),
         (
             F_FIFO,
-            intern!(py, "producer_fifo").clone(),
-            intern!(py, "_rs_producer_fifo").clone(),
+            names::producer_fifo(py).clone(),
+            names::_rs_producer_fifo(py).clone(),
         ),
     ]
 }
 
+/// The accessors of a boolean Rust-held attribute (the field and the Python
+/// attribute share the name).
 macro_rules! bool_attr {
-    ($get:ident, $set:ident, $flag:expr, $field:ident, $name:literal, $interest:expr) => {
+    ($get:ident, $set:ident, $flag:expr, $field:ident, $interest:expr) => {
         pub fn $get(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
             if Dispatcher::is_direct(slf, $flag) {
-                Ok(slf.get().st().$field)
+                Ok(slf.get().fields().$field)
             } else {
-                slf.getattr(intern!(slf.py(), $name))?.is_truthy()
+                slf.getattr(names::$field(slf.py()))?.is_truthy()
             }
         }
 
@@ -398,46 +385,25 @@ macro_rules! bool_attr {
                 slf.get().store_flag(|st| &mut st.$field, value, $interest);
                 Ok(())
             } else {
-                slf.setattr(intern!(slf.py(), $name), value)
+                slf.setattr(names::$field(slf.py()), value)
             }
         }
     };
 }
 
-bool_attr!(
-    connected,
-    set_connected,
-    F_CONNECTED,
-    connected,
-    "connected",
-    true
-);
-bool_attr!(
-    accepting,
-    set_accepting,
-    F_ACCEPTING,
-    accepting,
-    "accepting",
-    true
-);
-bool_attr!(
-    connecting,
-    set_connecting,
-    F_CONNECTING,
-    connecting,
-    "connecting",
-    false
-);
+bool_attr!(connected, set_connected, F_CONNECTED, connected, true);
+bool_attr!(accepting, set_accepting, F_ACCEPTING, accepting, true);
+bool_attr!(connecting, set_connecting, F_CONNECTING, connecting, false);
 
 /// A Rust-held attribute, or AttributeError while it is unset (as before
 /// CPython's `__init__` assigns it).
 pub fn field<'py>(
     slf: &Bound<'py, Dispatcher>,
-    pick: impl FnOnce(&State) -> Option<&Py<PyAny>>,
+    pick: impl FnOnce(&Fields) -> Option<&Py<PyAny>>,
     name: impl std::fmt::Display,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
-    match pick(&slf.get().st()) {
+    match pick(&slf.get().fields()) {
         Some(v) => Ok(v.bind(py).clone()),
         None => Err(missing_attr(slf, name)),
     }
@@ -447,7 +413,7 @@ pub fn field<'py>(
 fn field_or_attr<'py>(
     slf: &Bound<'py, Dispatcher>,
     flag: u16,
-    pick: impl FnOnce(&State) -> Option<&Py<PyAny>>,
+    pick: impl FnOnce(&Fields) -> Option<&Py<PyAny>>,
     name: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
     if Dispatcher::is_direct(slf, flag) {
@@ -464,7 +430,7 @@ pub fn socket_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny
         slf,
         F_SOCKET,
         |st| st.socket.as_ref(),
-        intern!(slf.py(), "socket"),
+        names::socket(slf.py()),
     )
 }
 
@@ -474,7 +440,7 @@ pub fn out_buffer_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, P
         slf,
         F_OUT,
         |st| st.out_buffer.as_ref(),
-        intern!(slf.py(), "out_buffer"),
+        names::out_buffer(slf.py()),
     )
 }
 
@@ -483,14 +449,14 @@ pub fn set_out_buffer(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) -> 
         store_out_buffer(slf.get(), value);
         Ok(())
     } else {
-        slf.setattr(intern!(slf.py(), "out_buffer"), value)
+        slf.setattr(names::out_buffer(slf.py()), value)
     }
 }
 
 pub fn store_out_buffer(me: &Dispatcher, value: &Bound<'_, PyAny>) {
     let is_empty = |o: &Bound<'_, PyAny>| o.len().is_ok_and(|n| n == 0);
     let now_empty = is_empty(value);
-    let old = me.st().out_buffer.replace(value.clone().unbind());
+    let old = me.fields().out_buffer.replace(value.clone().unbind());
     let was_empty = old.is_none_or(|o| is_empty(o.bind(value.py())));
     if was_empty != now_empty {
         me.notify.mark_dirty();
@@ -503,7 +469,7 @@ pub fn producer_fifo_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py
         slf,
         F_FIFO,
         |st| st.producer_fifo.as_ref(),
-        intern!(slf.py(), "producer_fifo"),
+        names::producer_fifo(slf.py()),
     )
 }
 
@@ -512,7 +478,7 @@ pub fn set_producer_fifo(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) 
         store_producer_fifo(slf.get(), value);
         Ok(())
     } else {
-        slf.setattr(intern!(slf.py(), "producer_fifo"), value)
+        slf.setattr(names::producer_fifo(slf.py()), value)
     }
 }
 
@@ -520,7 +486,7 @@ pub fn store_producer_fifo(me: &Dispatcher, value: &Bound<'_, PyAny>) {
     if let Ok(f) = value.cast::<Fifo>() {
         f.get().set_owner(Some(me.notify.clone()));
     }
-    let old = me.st().producer_fifo.replace(value.clone().unbind());
+    let old = me.fields().producer_fifo.replace(value.clone().unbind());
     if let Some(old) = old {
         if let Ok(f) = old.bind(value.py()).cast::<Fifo>() {
             f.get().set_owner(None);

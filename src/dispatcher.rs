@@ -1,10 +1,13 @@
-//! `asyncore.dispatcher`: the base class's methods and logic.
+//! Owns `asyncore.dispatcher`: the base class's Python methods and logic.
 //!
 //! `dispatcher_with_send` (with_send.rs), `async_chat` (async_chat.rs) and
 //! `file_dispatcher` are Python subclasses (so they mix freely in multiple
 //! inheritance, as in CPython) whose methods are `dispatcher`'s Rust methods
 //! under private names (`_ws_*`, `_ac_*`), each in its own `#[pymethods]`
 //! block beside its logic (pyo3's `multiple-pymethods`).
+//!
+//! Uses: calls, channel, errors, module_state, names, output_batch, pyobj,
+//! socket_map, sockio.
 
 use pyo3::exceptions::{PyOSError, PyTypeError};
 use pyo3::intern;
@@ -17,6 +20,7 @@ use crate::channel::{
 };
 use crate::errors::{errno_of, is_disconnect, os_error_with};
 use crate::module_state::global;
+use crate::names;
 use crate::output_batch;
 use crate::pyobj::{py_int, py_str};
 use crate::socket_map::map_write;
@@ -28,13 +32,13 @@ impl Dispatcher {
         let py = slf.py();
 
         if accepting(slf)? {
-            slf.call_method0(intern!(py, "handle_accept"))?;
+            slf.call_method0(names::handle_accept(py))?;
             return Ok(());
         }
         if !connected(slf)? && connecting(slf)? {
-            slf.call_method0(intern!(py, "handle_connect_event"))?;
+            slf.call_method0(names::handle_connect_event(py))?;
         }
-        slf.call_method0(intern!(py, "handle_read"))?;
+        slf.call_method0(names::handle_read(py))?;
         Ok(())
     }
 
@@ -47,9 +51,9 @@ impl Dispatcher {
             return Ok(());
         }
         if !connected(slf)? && connecting(slf)? {
-            slf.call_method0(intern!(py, "handle_connect_event"))?;
+            slf.call_method0(names::handle_connect_event(py))?;
         }
-        slf.call_method0(intern!(py, "handle_write"))?;
+        slf.call_method0(names::handle_write(py))?;
         Ok(())
     }
 }
@@ -84,10 +88,10 @@ impl Dispatcher {
             .unbind())
     }
 
-    // ---- Rust-backed state ----
+    // ---- Rust-held attributes ----
     #[getter(connected)]
     fn get_connected(&self) -> bool {
-        self.st().connected
+        self.fields().connected
     }
     #[setter(connected)]
     fn set_connected_attr(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -97,7 +101,7 @@ impl Dispatcher {
     }
     #[getter(accepting)]
     fn get_accepting(&self) -> bool {
-        self.st().accepting
+        self.fields().accepting
     }
     #[setter(accepting)]
     fn set_accepting_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -106,7 +110,7 @@ impl Dispatcher {
     }
     #[getter(connecting)]
     fn get_connecting(&self) -> bool {
-        self.st().connecting
+        self.fields().connecting
     }
     #[setter(connecting)]
     fn set_connecting_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -125,7 +129,7 @@ impl Dispatcher {
         // Batched output belongs to the old socket (STARTTLS swaps it).
         output_batch::flush(slf)?;
         output_batch::forget_socket(slf);
-        slf.get().st().socket = Some(v);
+        slf.get().fields().socket = Some(v);
         Ok(())
     }
     #[getter(_fileno)]
@@ -134,7 +138,7 @@ impl Dispatcher {
     }
     #[setter(_fileno)]
     fn set_fileno_attr(&self, v: Py<PyAny>) {
-        self.st().fileno = Some(v);
+        self.fields().fileno = Some(v);
     }
 
     // ---- construction ----
@@ -154,10 +158,10 @@ impl Dispatcher {
         let cls = slf.get_type();
         let mut status = vec![format!(
             "{}.{}",
-            cls.getattr(intern!(py, "__module__"))?.str()?,
-            cls.getattr(intern!(py, "__qualname__"))?.str()?
+            cls.getattr(names::dunder_module(py))?.str()?,
+            cls.getattr(names::dunder_qualname(py))?.str()?
         )];
-        let addr = slf.getattr(intern!(py, "addr"))?;
+        let addr = slf.getattr(names::addr(py))?;
         if accepting(slf)? && addr.is_truthy()? {
             status.push("listening".into());
         } else if connected(slf)? {
@@ -184,19 +188,19 @@ impl Dispatcher {
         let py = slf.py();
         let map = match map {
             Some(m) => m.clone(),
-            None => slf.getattr(intern!(py, "_map"))?,
+            None => slf.getattr(names::_map(py))?,
         };
-        let fd = slf.getattr(intern!(py, "_fileno"))?;
+        let fd = slf.getattr(names::_fileno(py))?;
         map_write(&map, &fd, Some(slf.as_any()))
     }
 
     #[pyo3(signature = (map=None))]
     fn del_channel(slf: &Bound<'_, Self>, map: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
-        let fd = slf.getattr(intern!(py, "_fileno"))?;
+        let fd = slf.getattr(names::_fileno(py))?;
         let map = match map {
             Some(m) => m.clone(),
-            None => slf.getattr(intern!(py, "_map"))?,
+            None => slf.getattr(names::_map(py))?,
         };
         // Unregister from the poller before the socket can be closed (the
         // polling crate's contract), then do what CPython does.
@@ -204,7 +208,7 @@ impl Dispatcher {
         if map.contains(&fd)? {
             map_write(&map, &fd, None)?;
         }
-        slf.setattr(intern!(py, "_fileno"), py.None())
+        slf.setattr(names::_fileno(py), py.None())
     }
 
     // CPython's defaults: socket.AF_INET, socket.SOCK_STREAM.
@@ -216,13 +220,13 @@ impl Dispatcher {
         let py = slf.py();
         let (family, r#type) = (family.bind(py), r#type.bind(py));
         slf.setattr(
-            intern!(py, "family_and_type"),
+            names::family_and_type(py),
             PyTuple::new(py, [family, r#type])?,
         )?;
-        let socket_mod = global(py, intern!(py, "socket"))?;
-        let sock = socket_mod.call_method1(intern!(py, "socket"), (family, r#type))?;
-        sock.call_method1(intern!(py, "setblocking"), (false,))?;
-        slf.call_method1(intern!(py, "set_socket"), (sock,))?;
+        let socket_mod = global(py, names::socket(py))?;
+        let sock = socket_mod.call_method1(names::socket(py), (family, r#type))?;
+        sock.call_method1(names::setblocking(py), (false,))?;
+        slf.call_method1(names::set_socket(py), (sock,))?;
         Ok(())
     }
 
@@ -233,22 +237,22 @@ impl Dispatcher {
         map: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let py = slf.py();
-        slf.setattr(intern!(py, "socket"), sock)?;
-        let fd = sock.call_method0(intern!(py, "fileno"))?;
-        slf.setattr(intern!(py, "_fileno"), fd)?;
-        slf.call_method1(intern!(py, "add_channel"), (map,))?;
+        slf.setattr(names::socket(py), sock)?;
+        let fd = sock.call_method0(names::fileno(py))?;
+        slf.setattr(names::_fileno(py), fd)?;
+        slf.call_method1(names::add_channel(py), (map,))?;
         Ok(())
     }
 
     fn set_reuse_addr(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let attempt = || -> PyResult<()> {
-            let socket_mod = global(py, intern!(py, "socket"))?;
-            let level = socket_mod.getattr(intern!(py, "SOL_SOCKET"))?;
-            let opt = socket_mod.getattr(intern!(py, "SO_REUSEADDR"))?;
-            let sock = slf.getattr(intern!(py, "socket"))?;
-            let cur = sock.call_method1(intern!(py, "getsockopt"), (&level, &opt))?;
-            sock.call_method1(intern!(py, "setsockopt"), (&level, &opt, cur.bitor(1)?))?;
+            let socket_mod = global(py, names::socket(py))?;
+            let level = socket_mod.getattr(names::sol_socket(py))?;
+            let opt = socket_mod.getattr(names::so_reuseaddr(py))?;
+            let sock = slf.getattr(names::socket(py))?;
+            let cur = sock.call_method1(names::getsockopt(py), (&level, &opt))?;
+            sock.call_method1(names::setsockopt(py), (&level, &opt, cur.bitor(1)?))?;
             Ok(())
         };
         match attempt() {
@@ -272,13 +276,13 @@ impl Dispatcher {
         if is_windows(py)? && num.gt(5)? {
             num = 5i32.into_pyobject(py)?.into_any();
         }
-        socket_of(slf)?.call_method1(intern!(py, "listen"), (num,))
+        socket_of(slf)?.call_method1(names::listen(py), (num,))
     }
 
     fn bind<'py>(slf: &Bound<'py, Self>, addr: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        slf.setattr(intern!(py, "addr"), addr)?;
-        socket_of(slf)?.call_method1(intern!(py, "bind"), (addr,))
+        slf.setattr(names::addr(py), addr)?;
+        socket_of(slf)?.call_method1(names::bind(py), (addr,))
     }
 
     fn connect(slf: &Bound<'_, Self>, address: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -286,25 +290,25 @@ impl Dispatcher {
         set_connected(slf, false)?;
         set_connecting(slf, true)?;
         let err: i32 = socket_of(slf)?
-            .call_method1(intern!(py, "connect_ex"), (address,))?
+            .call_method1(names::connect_ex(py), (address,))?
             .extract()?;
         if matches!(err, libc::EINPROGRESS | libc::EALREADY | libc::EWOULDBLOCK)
             || (err == libc::EINVAL && is_windows(py)?)
         {
-            return slf.setattr(intern!(py, "addr"), address);
+            return slf.setattr(names::addr(py), address);
         }
         if err == 0 || err == libc::EISCONN {
-            slf.setattr(intern!(py, "addr"), address)?;
-            slf.call_method0(intern!(py, "handle_connect_event"))?;
+            slf.setattr(names::addr(py), address)?;
+            slf.call_method0(names::handle_connect_event(py))?;
             return Ok(());
         }
-        let name = global(py, intern!(py, "errorcode"))?.get_item(err)?;
+        let name = global(py, names::errorcode(py))?.get_item(err)?;
         Err(os_error_with(py, err, &name.str()?.to_string()))
     }
 
     fn accept<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let pair = match socket_of(slf)?.call_method0(intern!(py, "accept")) {
+        let pair = match socket_of(slf)?.call_method0(names::accept(py)) {
             Ok(p) => p,
             Err(e) if e.is_instance_of::<PyTypeError>(py) => return Ok(py.None().into_bound(py)),
             Err(e) => {
@@ -346,12 +350,12 @@ impl Dispatcher {
         match recv_bytes(py, &sock, buffer_size) {
             Ok(data) if data.is_truthy()? => Ok(data),
             Ok(_) => {
-                slf.call_method0(intern!(py, "handle_close"))?;
+                slf.call_method0(names::handle_close(py))?;
                 Ok(PyBytes::new(py, b"").into_any())
             }
             Err(e) => match errno_of(py, &e) {
                 Some(errno) if is_disconnect(py, errno)? => {
-                    slf.call_method0(intern!(py, "handle_close"))?;
+                    slf.call_method0(names::handle_close(py))?;
                     Ok(PyBytes::new(py, b"").into_any())
                 }
                 _ => Err(e),
@@ -366,10 +370,10 @@ impl Dispatcher {
         set_connected(slf, false)?;
         set_accepting(slf, false)?;
         set_connecting(slf, false)?;
-        slf.call_method0(intern!(py, "del_channel"))?;
+        slf.call_method0(names::del_channel(py))?;
         let sock = socket_of(slf)?;
         if !sock.is_none() {
-            if let Err(e) = sock.call_method0(intern!(py, "close")) {
+            if let Err(e) = sock.call_method0(names::close(py)) {
                 if !matches!(errno_of(py, &e), Some(libc::ENOTCONN | libc::EBADF)) {
                     return Err(e);
                 }
@@ -379,11 +383,8 @@ impl Dispatcher {
     }
 
     fn log(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
-        let stderr = global(py, intern!(py, "sys"))?.getattr(intern!(py, "stderr"))?;
-        stderr.call_method1(
-            intern!(py, "write"),
-            (format!("log: {}\n", message.str()?),),
-        )?;
+        let stderr = global(py, names::sys(py))?.getattr(names::stderr(py))?;
+        stderr.call_method1(names::write(py), (format!("log: {}\n", message.str()?),))?;
         Ok(())
     }
 
@@ -395,13 +396,10 @@ impl Dispatcher {
     ) -> PyResult<()> {
         let py = slf.py();
         let kind = r#type.into_bound(py);
-        if !slf
-            .getattr(intern!(py, "ignore_log_types"))?
-            .contains(&kind)?
-        {
+        if !slf.getattr(names::ignore_log_types(py))?.contains(&kind)? {
             let line = format!("{}: {}", kind.str()?, message.str()?);
-            py.import("builtins")?
-                .getattr(intern!(py, "print"))?
+            py.import(names::builtins(py))?
+                .getattr(names::print(py))?
                 .call1((line,))?;
         }
         Ok(())
@@ -423,7 +421,7 @@ impl Dispatcher {
             let exc = py.get_type::<PyOSError>().call1((err, msg))?;
             return Err(PyErr::from_value(exc));
         }
-        slf.call_method0(intern!(py, "handle_connect"))?;
+        slf.call_method0(names::handle_connect(py))?;
         set_connected(slf, true)?;
         set_connecting(slf, false)
     }
@@ -431,16 +429,16 @@ impl Dispatcher {
     fn handle_expt_event(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         if so_error(slf)?.is_truthy()? {
-            slf.call_method0(intern!(py, "handle_close"))?;
+            slf.call_method0(names::handle_close(py))?;
         } else {
-            slf.call_method0(intern!(py, "handle_expt"))?;
+            slf.call_method0(names::handle_expt(py))?;
         }
         Ok(())
     }
 
     fn handle_error(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let ct = global(py, intern!(py, "compact_traceback"))?.call0()?;
+        let ct = global(py, names::compact_traceback(py))?.call0()?;
         let (_nil, t, v, tbinfo): (Bound<PyAny>, Bound<PyAny>, Bound<PyAny>, Bound<PyAny>) =
             ct.extract()?;
         let self_repr = match slf.repr() {
@@ -457,8 +455,8 @@ impl Dispatcher {
             v.str()?,
             tbinfo.str()?
         );
-        slf.call_method1(intern!(py, "log_info"), (msg, "error"))?;
-        slf.call_method0(intern!(py, "handle_close"))?;
+        slf.call_method1(names::log_info(py), (msg, "error"))?;
+        slf.call_method0(names::handle_close(py))?;
         Ok(())
     }
 
@@ -480,14 +478,14 @@ impl Dispatcher {
 
     fn handle_accept(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
-        let pair = slf.call_method0(intern!(py, "accept"))?;
+        let pair = slf.call_method0(names::accept(py))?;
         if !pair.is_none() {
             // CPython: self.handle_accepted(*pair)
             let args = pair.try_iter()?.collect::<PyResult<Vec<_>>>()?;
             if let [sock, addr] = args.as_slice() {
-                crate::calls::call_method2(slf, intern!(py, "handle_accepted"), sock, addr)?;
+                crate::calls::call_method2(slf, names::handle_accepted(py), sock, addr)?;
             } else {
-                slf.call_method1(intern!(py, "handle_accepted"), PyTuple::new(py, args)?)?;
+                slf.call_method1(names::handle_accepted(py), PyTuple::new(py, args)?)?;
             }
         }
         Ok(())
@@ -499,13 +497,13 @@ impl Dispatcher {
         addr: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let _ = addr;
-        sock.call_method0(intern!(slf.py(), "close"))?;
+        sock.call_method0(names::close(slf.py()))?;
         warn_unhandled(slf, intern!(slf.py(), "unhandled accepted event"))
     }
 
     fn handle_close(slf: &Bound<'_, Self>) -> PyResult<()> {
         warn_unhandled(slf, intern!(slf.py(), "unhandled close event"))?;
-        slf.call_method0(intern!(slf.py(), "close"))?;
+        slf.call_method0(names::close(slf.py()))?;
         Ok(())
     }
 }
@@ -519,24 +517,24 @@ pub fn dispatcher_init(
     let py = slf.py();
     let the_map = match map {
         Some(m) => m.clone(),
-        None => global(py, intern!(py, "socket_map"))?,
+        None => global(py, names::socket_map(py))?,
     };
-    slf.setattr(intern!(py, "_map"), the_map)?;
-    slf.setattr(intern!(py, "_fileno"), py.None())?;
+    slf.setattr(names::_map(py), the_map)?;
+    slf.setattr(names::_fileno(py), py.None())?;
     let sock = match sock {
         Some(s) if s.is_truthy()? => s,
-        _ => return slf.setattr(intern!(py, "socket"), py.None()),
+        _ => return slf.setattr(names::socket(py), py.None()),
     };
     // Set to non-blocking just to make sure, for sockets from a blocking source.
-    sock.call_method1(intern!(py, "setblocking"), (false,))?;
-    slf.call_method1(intern!(py, "set_socket"), (sock, map))?;
+    sock.call_method1(names::setblocking(py), (false,))?;
+    slf.call_method1(names::set_socket(py), (sock, map))?;
     set_connected(slf, true)?;
-    match sock.call_method0(intern!(py, "getpeername")) {
-        Ok(addr) => slf.setattr(intern!(py, "addr"), addr),
+    match sock.call_method0(names::getpeername(py)) {
+        Ok(addr) => slf.setattr(names::addr(py), addr),
         Err(e) => match errno_of(py, &e) {
             Some(libc::ENOTCONN | libc::EINVAL) => set_connected(slf, false),
             Some(_) => {
-                slf.call_method1(intern!(py, "del_channel"), (map,))?;
+                slf.call_method1(names::del_channel(py), (map,))?;
                 Err(e)
             }
             None => Err(e),
@@ -558,7 +556,7 @@ pub fn dispatcher_send<'py>(
         Err(e) => match errno_of(py, &e) {
             Some(libc::EWOULDBLOCK) => Ok(0i32.into_pyobject(py)?.into_any()),
             Some(errno) if is_disconnect(py, errno)? => {
-                slf.call_method0(intern!(py, "handle_close"))?;
+                slf.call_method0(names::handle_close(py))?;
                 Ok(0i32.into_pyobject(py)?.into_any())
             }
             _ => Err(e),
@@ -568,21 +566,21 @@ pub fn dispatcher_send<'py>(
 
 fn so_error<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
-    let socket_mod = global(py, intern!(py, "socket"))?;
-    let level = socket_mod.getattr(intern!(py, "SOL_SOCKET"))?;
-    let opt = socket_mod.getattr(intern!(py, "SO_ERROR"))?;
-    socket_of(slf)?.call_method1(intern!(py, "getsockopt"), (level, opt))
+    let socket_mod = global(py, names::socket(py))?;
+    let level = socket_mod.getattr(names::sol_socket(py))?;
+    let opt = socket_mod.getattr(names::so_error(py))?;
+    socket_of(slf)?.call_method1(names::getsockopt(py), (level, opt))
 }
 
 /// `self.log_info(what, 'warning')`, with interned strings: the default
 /// handle_close logs one per connection (and CPython ignores it by default).
 fn warn_unhandled(slf: &Bound<'_, Dispatcher>, what: &Bound<'_, PyString>) -> PyResult<()> {
     let py = slf.py();
-    crate::calls::call_method2(slf, intern!(py, "log_info"), what, intern!(py, "warning"))?;
+    crate::calls::call_method2(slf, names::log_info(py), what, intern!(py, "warning"))?;
     Ok(())
 }
 
 fn is_windows(py: Python<'_>) -> PyResult<bool> {
-    let name = global(py, intern!(py, "os"))?.getattr(intern!(py, "name"))?;
+    let name = global(py, names::os(py))?.getattr(names::name(py))?;
     name.eq("nt")
 }

@@ -1,14 +1,16 @@
-//! Exceptions: OSError construction, errno tests, running `handle_error` inside
-//! an "except" block the way CPython does, `compact_traceback` and `_strerror`.
-//! Everything here is off the hot path.
+//! Owns exceptions: OSError construction, errno tests, running `handle_error`
+//! inside an "except" block the way CPython does, `compact_traceback` and
+//! `_strerror`. Everything here is off the hot path.
+//!
+//! Uses: module_state, names.
 
 use pyo3::exceptions::{PyAssertionError, PyOSError, PyOverflowError, PyValueError};
 use pyo3::ffi;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
-use crate::module_state::{global, state};
+use crate::module_state::{bound, global};
+use crate::names;
 
 /// `OSError(err, os.strerror(err))`, which Python turns into the errno's subclass
 /// (ConnectionResetError, BlockingIOError...), as the socket module raises it.
@@ -37,20 +39,20 @@ pub fn errno_of(py: Python<'_>, err: &PyErr) -> Option<i32> {
         return None;
     }
     err.value(py)
-        .getattr(intern!(py, "errno"))
+        .getattr(names::errno(py))
         .ok()
         .and_then(|e| e.extract::<i32>().ok())
 }
 
 /// Whether `err` is one of `asyncore._reraised_exceptions` (read at call time).
 pub fn is_reraised(py: Python<'_>, err: &PyErr) -> PyResult<bool> {
-    let reraised = global(py, intern!(py, "_reraised_exceptions"))?;
+    let reraised = global(py, names::_reraised_exceptions(py))?;
     err.value(py).is_instance(&reraised)
 }
 
 /// Whether `errno` is in `asyncore._DISCONNECTED` (read at call time).
 pub fn is_disconnect(py: Python<'_>, errno: i32) -> PyResult<bool> {
-    global(py, intern!(py, "_DISCONNECTED"))?.contains(errno)
+    global(py, names::_disconnected(py))?.contains(errno)
 }
 
 /// Calls `obj.<method>()` with `err` set as the exception being handled, as
@@ -81,7 +83,7 @@ fn ensure_traceback(py: Python<'_>, err: PyErr) -> PyErr {
     if err.traceback(py).is_some() {
         return err;
     }
-    let Ok(st) = state(py) else { return err };
+    let Ok(st) = bound(py) else { return err };
     match st.attach_traceback.bind(py).call1((err.value(py),)) {
         Ok(exc) => PyErr::from_value(exc),
         Err(_) => err,
@@ -128,8 +130,8 @@ impl Drop for ExcInfoGuard {
 /// `asyncore.compact_traceback()`: `((file, function, line), t, v, info)`.
 #[pyfunction]
 pub fn compact_traceback(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
-    let sys = py.import("sys")?;
-    let info = sys.call_method0(intern!(py, "exc_info"))?;
+    let sys = py.import(names::sys(py))?;
+    let info = sys.call_method0(names::exc_info(py))?;
     let (t, v, tb): (Bound<PyAny>, Bound<PyAny>, Bound<PyAny>) = info.extract()?;
     if !tb.is_truthy()? {
         return Err(PyAssertionError::new_err("traceback does not exist"));
@@ -139,14 +141,14 @@ pub fn compact_traceback(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
     let mut cur = tb;
     while cur.is_truthy()? {
         let code = cur
-            .getattr(intern!(py, "tb_frame"))?
-            .getattr(intern!(py, "f_code"))?;
-        let file = code.getattr(intern!(py, "co_filename"))?;
-        let name = code.getattr(intern!(py, "co_name"))?;
-        let line = cur.getattr(intern!(py, "tb_lineno"))?.str()?;
+            .getattr(names::tb_frame(py))?
+            .getattr(names::f_code(py))?;
+        let file = code.getattr(names::co_filename(py))?;
+        let name = code.getattr(names::co_name(py))?;
+        let line = cur.getattr(names::tb_lineno(py))?.str()?;
         parts.push(format!("[{}|{}|{}]", file.str()?, name.str()?, line));
         entries.append((file, name, line))?;
-        cur = cur.getattr(intern!(py, "tb_next"))?;
+        cur = cur.getattr(names::tb_next(py))?;
     }
     let last = entries.get_item(entries.len() - 1)?;
     PyTuple::new(
@@ -159,15 +161,15 @@ pub fn compact_traceback(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
 #[pyfunction]
 #[pyo3(name = "_strerror")]
 pub fn strerror<'py>(py: Python<'py>, err: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let os = global(py, intern!(py, "os"))?;
-    match os.call_method1(intern!(py, "strerror"), (err,)) {
+    let os = global(py, names::os(py))?;
+    match os.call_method1(names::strerror(py), (err,)) {
         Ok(s) => Ok(s),
         Err(e)
             if e.is_instance_of::<PyValueError>(py)
                 || e.is_instance_of::<PyOverflowError>(py)
                 || e.is_instance_of::<pyo3::exceptions::PyNameError>(py) =>
         {
-            let errorcode = global(py, intern!(py, "errorcode"))?;
+            let errorcode = global(py, names::errorcode(py))?;
             if errorcode.contains(err)? {
                 errorcode.get_item(err)
             } else {

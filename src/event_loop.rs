@@ -1,11 +1,13 @@
-//! `loop()`, `poll()` (the select path), `poll2()` (the poll path), the
-//! per-event helpers and `close_all()`: the passes over a map's loop state
-//! (loop_state.rs), and the module functions that run them.
+//! Owns `loop()`, `poll()` (the select path), `poll2()` (the poll path), the
+//! per-event helpers and `close_all()`: the passes over a map's loop state,
+//! and the module functions that run them.
+//!
+//! Uses: channel, errors, interest, loop_cache, loop_state, module_state,
+//! names, output_batch, poller.
 
 use std::time::Duration;
 
 use pyo3::exceptions::{PyOverflowError, PyTypeError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyInt, PyString};
 
@@ -13,8 +15,9 @@ use crate::channel::{has_builtin, Dispatcher};
 use crate::errors::{call_in_except, errno_of, is_disconnect, is_reraised};
 use crate::interest::Mode;
 use crate::loop_cache::{forget, Checkout};
-use crate::loop_state::{LoopState, MapKind};
-use crate::module_state::{global, state};
+use crate::loop_state::LoopState;
+use crate::module_state::{bound, global};
+use crate::names;
 use crate::output_batch::dispatching;
 use crate::poller::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI, WANT_P, WANT_R, WANT_W};
 
@@ -30,7 +33,7 @@ struct Hooks<'py> {
 
 impl<'py> Hooks<'py> {
     fn load(py: Python<'py>) -> PyResult<Self> {
-        let st = state(py)?;
+        let st = bound(py)?;
         let pick = |name: &Bound<'py, PyString>,
                     orig: &Py<PyAny>|
          -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -38,10 +41,10 @@ impl<'py> Hooks<'py> {
             Ok((!cur.is(orig.bind(py))).then_some(cur))
         };
         Ok(Hooks {
-            read: pick(intern!(py, "read"), &st.read)?,
-            write: pick(intern!(py, "write"), &st.write)?,
-            exception: pick(intern!(py, "_exception"), &st.exception)?,
-            readwrite: pick(intern!(py, "readwrite"), &st.readwrite)?,
+            read: pick(names::read(py), &st.read)?,
+            write: pick(names::write(py), &st.write)?,
+            exception: pick(names::_exception(py), &st.exception)?,
+            readwrite: pick(names::readwrite(py), &st.readwrite)?,
         })
     }
 }
@@ -102,13 +105,13 @@ fn poll_timeout(ms: Option<i64>) -> PyResult<Option<Duration>> {
 fn pass_select(py: Python<'_>, st: &mut LoopState, timeout: &Bound<'_, PyAny>) -> PyResult<()> {
     st.sync(py, Mode::Select)?;
     if !st.has_interest() {
-        global(py, intern!(py, "time"))?.call_method1(intern!(py, "sleep"), (timeout,))?;
+        global(py, names::time(py))?.call_method1(names::sleep(py), (timeout,))?;
         return Ok(());
     }
     let t = select_timeout(timeout)?;
     let ready = st.wait(py, t)?;
     let hooks = Hooks::load(py)?;
-    let map = st.map.bind(py).clone();
+    let map = st.map(py).clone();
     let mut rl = Vec::new();
     let mut wl = Vec::new();
     let mut el = Vec::new();
@@ -137,9 +140,9 @@ fn pass_select(py: Python<'_>, st: &mut LoopState, timeout: &Bound<'_, PyAny>) -
                 h.call1((&obj,))?;
             } else {
                 let method = match which {
-                    0 => intern!(py, "handle_read_event"),
-                    1 => intern!(py, "handle_write_event"),
-                    _ => intern!(py, "handle_expt_event"),
+                    0 => names::handle_read_event(py),
+                    1 => names::handle_write_event(py),
+                    _ => names::handle_expt_event(py),
                 };
                 guarded(py, &obj, method)?;
             }
@@ -154,7 +157,7 @@ fn pass_poll(py: Python<'_>, st: &mut LoopState, ms: Option<i64>) -> PyResult<()
     st.sync(py, Mode::Poll)?;
     let ready = st.wait(py, poll_timeout(ms)?)?;
     let hooks = Hooks::load(py)?;
-    let map = st.map.bind(py).clone();
+    let map = st.map(py).clone();
     for (fd, flags, _) in ready {
         let Some(obj) = st.target(py, &map, fd)? else {
             continue;
@@ -179,15 +182,15 @@ fn guarded(py: Python<'_>, obj: &Bound<'_, PyAny>, method: &Bound<'_, PyString>)
 }
 
 /// `obj.<method>()`; our own handle_read_event / handle_write_event run
-/// directly when the object has not overridden them.
+/// in Rust when the object has not overridden them.
 fn call_event(obj: &Bound<'_, PyAny>, method: &Bound<'_, PyString>) -> PyResult<()> {
     if let Ok(d) = obj.cast::<Dispatcher>() {
         if has_builtin(d, method, method) {
             let py = obj.py();
-            if method.is(intern!(py, "handle_read_event")) {
+            if method.is(names::handle_read_event(py)) {
                 return Dispatcher::read_event(d);
             }
-            if method.is(intern!(py, "handle_write_event")) {
+            if method.is(names::handle_write_event(py)) {
                 return Dispatcher::write_event(d);
             }
         }
@@ -200,22 +203,22 @@ fn handle_failure(py: Python<'_>, obj: &Bound<'_, PyAny>, e: PyErr) -> PyResult<
     if is_reraised(py, &e)? {
         return Err(e);
     }
-    call_in_except(py, obj, intern!(py, "handle_error"), e)
+    call_in_except(py, obj, names::handle_error(py), e)
 }
 
 fn do_readwrite(py: Python<'_>, obj: &Bound<'_, PyAny>, flags: u32) -> PyResult<()> {
     let run = || -> PyResult<()> {
         if flags & POLLIN != 0 {
-            call_event(obj, intern!(py, "handle_read_event"))?;
+            call_event(obj, names::handle_read_event(py))?;
         }
         if flags & POLLOUT != 0 {
-            call_event(obj, intern!(py, "handle_write_event"))?;
+            call_event(obj, names::handle_write_event(py))?;
         }
         if flags & POLLPRI != 0 {
-            obj.call_method0(intern!(py, "handle_expt_event"))?;
+            obj.call_method0(names::handle_expt_event(py))?;
         }
         if flags & (POLLHUP | POLLERR | POLLNVAL) != 0 {
-            obj.call_method0(intern!(py, "handle_close"))?;
+            obj.call_method0(names::handle_close(py))?;
         }
         Ok(())
     };
@@ -231,9 +234,9 @@ fn do_readwrite(py: Python<'_>, obj: &Bound<'_, PyAny>, flags: u32) -> PyResult<
 fn readwrite_failure(py: Python<'_>, obj: &Bound<'_, PyAny>, e: PyErr) -> PyResult<()> {
     if let Some(errno) = errno_of(py, &e) {
         let method = if is_disconnect(py, errno)? {
-            intern!(py, "handle_close")
+            names::handle_close(py)
         } else {
-            intern!(py, "handle_error")
+            names::handle_error(py)
         };
         return call_in_except(py, obj, method, e);
     }
@@ -287,7 +290,7 @@ pub fn poll2(py: Python<'_>, timeout: &Bound<'_, PyAny>, map: &Bound<'_, PyAny>)
 
 fn resolve_map<'py>(py: Python<'py>, map: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     if map.is_none() {
-        global(py, intern!(py, "socket_map"))
+        global(py, names::socket_map(py))
     } else {
         Ok(map.clone())
     }
@@ -304,13 +307,13 @@ pub fn loop_(
     count: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let map = resolve_map(py, map)?;
-    let st = state(py)?;
+    let st = bound(py)?;
     let use_poll2 =
-        use_poll.is_truthy()? && global(py, intern!(py, "select"))?.hasattr(intern!(py, "poll"))?;
+        use_poll.is_truthy()? && global(py, names::select(py))?.hasattr(names::poll(py))?;
     let (poll_fun, original) = if use_poll2 {
-        (global(py, intern!(py, "poll2"))?, st.poll2.bind(py).clone())
+        (global(py, names::poll2(py))?, st.poll2.bind(py).clone())
     } else {
-        (global(py, intern!(py, "poll"))?, st.poll.bind(py).clone())
+        (global(py, names::poll(py))?, st.poll.bind(py).clone())
     };
     let mode = if use_poll2 { Mode::Poll } else { Mode::Select };
     let mut checkout: Option<Checkout> = None;
@@ -338,7 +341,7 @@ pub fn loop_(
                 Mode::Select => pass_select(py, state, timeout)?,
                 Mode::Poll => pass_poll(py, state, ms)?,
             }
-            if matches!(state.kind, MapKind::Other) {
+            if state.rereads_everything() {
                 checkout = None; // holds no channel between passes (see Drop)
             }
         } else {
@@ -353,18 +356,18 @@ pub fn loop_(
 
 #[pyfunction]
 pub fn read(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
-    guarded(py, obj, intern!(py, "handle_read_event"))
+    guarded(py, obj, names::handle_read_event(py))
 }
 
 #[pyfunction]
 pub fn write(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
-    guarded(py, obj, intern!(py, "handle_write_event"))
+    guarded(py, obj, names::handle_write_event(py))
 }
 
 #[pyfunction]
 #[pyo3(name = "_exception")]
 pub fn exception(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
-    guarded(py, obj, intern!(py, "handle_expt_event"))
+    guarded(py, obj, names::handle_expt_event(py))
 }
 
 #[pyfunction]
@@ -389,11 +392,11 @@ pub fn close_all(
     let map = resolve_map(py, map)?;
     let ignore_all = ignore_all.is_truthy()?;
     let values: Vec<Bound<PyAny>> = map
-        .call_method0(intern!(py, "values"))?
+        .call_method0(names::values(py))?
         .try_iter()?
         .collect::<PyResult<_>>()?;
     for x in values {
-        if let Err(e) = x.call_method0(intern!(py, "close")) {
+        if let Err(e) = x.call_method0(names::close(py)) {
             if e.is_instance_of::<pyo3::exceptions::PyOSError>(py) {
                 if errno_of(py, &e) == Some(libc::EBADF) || ignore_all {
                     continue;
@@ -405,7 +408,7 @@ pub fn close_all(
             }
         }
     }
-    map.call_method0(intern!(py, "clear"))?;
+    map.call_method0(names::clear(py))?;
     forget(&map);
     Ok(())
 }

@@ -1,4 +1,6 @@
-//! Hash maps and sets keyed by file descriptor.
+//! Owns the hash maps and sets keyed by file descriptor (an identity hash).
+//!
+//! Uses nothing from the crate.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};

@@ -1,4 +1,4 @@
-//! asynchat's producer fifo and `simple_producer`.
+//! Owns asynchat's producer fifo and `simple_producer`.
 //!
 //! `fifo` is the Python 2 API the asynchat docs describe (`is_empty`, `first`,
 //! `push`, `pop` -> `(1, item)` / `(0, None)`) and is also what
@@ -6,16 +6,18 @@
 //! on that attribute in 3.x (`append`, `appendleft`, `popleft`, `[0]`, `del
 //! [0]`, `len`, truth, `clear`, iteration). It tells its channel when it turns
 //! empty or non-empty, which is what the channel's poll interest depends on.
+//!
+//! Uses: calls, link, names, pyobj.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pyo3::exceptions::PyIndexError;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::link::ChannelNotify;
+use crate::names;
 use crate::pyobj::make_slice;
 
 #[pyclass(frozen, subclass, dict, weakref, module = "asynchat", name = "fifo")]
@@ -83,7 +85,7 @@ pub fn append(fifo: &Bound<'_, PyAny>, item: &Bound<'_, PyAny>) -> PyResult<()> 
         f.get().edit(|d| d.push_back(item));
         return Ok(());
     }
-    crate::calls::call_method1(fifo, intern!(fifo.py(), "append"), item)?;
+    crate::calls::call_method1(fifo, names::append(fifo.py()), item)?;
     Ok(())
 }
 
@@ -253,7 +255,7 @@ impl SimpleProducer {
     }
 }
 
-// The fifo operations initiate_send performs on `producer_fifo`: direct on our
+// The fifo operations initiate_send performs on `producer_fifo`: in Rust on our
 // fifo, the Python protocol on anything else a program put there.
 
 /// `bool(fifo)`.
@@ -307,7 +309,7 @@ pub fn push_front(fifo: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult
             Ok(())
         }
         Err(_) => fifo
-            .call_method1(intern!(fifo.py(), "appendleft"), (value,))
+            .call_method1(names::appendleft(fifo.py()), (value,))
             .map(drop),
     }
 }

@@ -1,12 +1,14 @@
-//! The poll interest CPython's poll()/poll2() compute for a channel, and
+//! Owns the poll interest CPython's poll()/poll2() compute for a channel, and
 //! whether Rust can derive it from the channel's fields alone.
+//!
+//! Uses: channel, fifo, names, poller.
 
-use pyo3::intern;
 use pyo3::prelude::*;
 
 use crate::channel::{accepting, connected, has_builtin, out_buffer_of, producer_fifo_of};
 use crate::channel::{Dispatcher, F_ACCEPTING, F_CONNECTED, F_FIFO, F_OUT};
 use crate::fifo::Fifo;
+use crate::names;
 use crate::poller::{WANT_P, WANT_R, WANT_W};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -21,15 +23,15 @@ pub fn interest(py: Python<'_>, obj: &Bound<'_, PyAny>, mode: Mode) -> PyResult<
     let (r, w) = match d {
         Some(d) => (readable_of(d)?, writable_of(d)?),
         None => (
-            obj.call_method0(intern!(py, "readable"))?.is_truthy()?,
-            obj.call_method0(intern!(py, "writable"))?.is_truthy()?,
+            obj.call_method0(names::readable(py))?.is_truthy()?,
+            obj.call_method0(names::writable(py))?.is_truthy()?,
         ),
     };
     // "accepting sockets should not be writable"
     let w_ok = w
         && !match d {
             Some(d) => accepting(d)?,
-            None => obj.getattr(intern!(py, "accepting"))?.is_truthy()?,
+            None => obj.getattr(names::accepting(py))?.is_truthy()?,
         };
     let mut want = 0;
     if r {
@@ -48,8 +50,8 @@ pub fn interest(py: Python<'_>, obj: &Bound<'_, PyAny>, mode: Mode) -> PyResult<
 
 fn readable_of(d: &Bound<'_, Dispatcher>) -> PyResult<bool> {
     let py = d.py();
-    let name = intern!(py, "readable");
-    if has_builtin(d, name, name) || has_builtin(d, name, intern!(py, "_ac_readable")) {
+    let name = names::readable(py);
+    if has_builtin(d, name, name) || has_builtin(d, name, names::_ac_readable(py)) {
         return Ok(true);
     }
     d.call_method0(name)?.is_truthy()
@@ -57,20 +59,20 @@ fn readable_of(d: &Bound<'_, Dispatcher>) -> PyResult<bool> {
 
 fn writable_of(d: &Bound<'_, Dispatcher>) -> PyResult<bool> {
     let py = d.py();
-    let name = intern!(py, "writable");
+    let name = names::writable(py);
     if has_builtin(d, name, name) {
         return Ok(true);
     }
-    if has_builtin(d, name, intern!(py, "_ws_writable")) {
+    if has_builtin(d, name, names::_ws_writable(py)) {
         return Ok(!connected(d)? || out_buffer_of(d)?.len()? > 0);
     }
-    if has_builtin(d, name, intern!(py, "_ac_writable")) {
+    if has_builtin(d, name, names::_ac_writable(py)) {
         return Ok(producer_fifo_of(d)?.is_truthy()? || !connected(d)?);
     }
     d.call_method0(name)?.is_truthy()
 }
 
-/// Which built-in `writable()` a tracked channel has.
+/// Which built-in `writable()` a channel with a derived interest has.
 #[derive(Clone, Copy)]
 pub enum WKind {
     Always,
@@ -78,11 +80,11 @@ pub enum WKind {
     Chat,
 }
 
-/// The interest of a tracked channel, from its Rust fields alone.
-pub fn tracked_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u8 {
+/// The interest of a channel, derived from its Rust fields alone.
+pub fn derived_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u8 {
     let py = d.py();
     let me = d.get();
-    let st = me.st();
+    let st = me.fields();
     let w = match kind {
         WKind::Always => true,
         WKind::WithSend => {
@@ -113,12 +115,12 @@ pub fn tracked_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u
 }
 
 /// Some(kind) when Rust can know `obj`'s interest without asking Python:
-/// built-in readable/writable, and the state they read held in Rust.
-pub fn trackable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<WKind> {
+/// built-in readable/writable, and the attributes they read held in Rust.
+pub fn derivable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<WKind> {
     let d = obj.cast::<Dispatcher>().ok()?;
-    let r = intern!(py, "readable");
-    let w = intern!(py, "writable");
-    if !(has_builtin(d, r, r) || has_builtin(d, r, intern!(py, "_ac_readable"))) {
+    let r = names::readable(py);
+    let w = names::writable(py);
+    if !(has_builtin(d, r, r) || has_builtin(d, r, names::_ac_readable(py))) {
         return None;
     }
     if !(Dispatcher::is_direct(d, F_CONNECTED) && Dispatcher::is_direct(d, F_ACCEPTING)) {
@@ -126,11 +128,11 @@ pub fn trackable(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<WKind> {
     }
     if has_builtin(d, w, w) {
         Some(WKind::Always)
-    } else if has_builtin(d, w, intern!(py, "_ws_writable")) {
+    } else if has_builtin(d, w, names::_ws_writable(py)) {
         (Dispatcher::is_direct(d, F_OUT)
             && out_buffer_of(d).is_ok_and(|b| b.is_exact_instance_of::<pyo3::types::PyBytes>()))
         .then_some(WKind::WithSend)
-    } else if has_builtin(d, w, intern!(py, "_ac_writable")) {
+    } else if has_builtin(d, w, names::_ac_writable(py)) {
         (Dispatcher::is_direct(d, F_FIFO)
             && producer_fifo_of(d).is_ok_and(|f| f.cast::<Fifo>().is_ok()))
         .then_some(WKind::Chat)

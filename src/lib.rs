@@ -6,11 +6,13 @@
 // Layers, lowest first: a module uses only the modules declared before it
 // (tools/check_layers.py enforces this order; docs/internals.rst draws it).
 // layer: primitives
+mod names;
 mod calls;
 mod fd_map;
 mod module_state;
 mod pyobj;
 mod scanner;
+mod inbuf;
 mod errors;
 mod sockio;
 mod socket_map;

@@ -1,10 +1,11 @@
-//! The link between a channel and the loop state that polls it.
+//! Owns the link between a channel and the loop state that polls it.
 //!
 //! A channel holds a `ChannelNotify`; while a loop state polls it, that
 //! points to the loop state's `LoopShared`, through which the channel reports
 //! that its poll interest may have changed (`mark_dirty`) and leaves the
 //! poller before its socket is closed (`unregister`, from `del_channel`).
-//! Uses the poller and fd_map.
+//!
+//! Uses: fd_map, poller.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,7 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Shared between a loop state and the channels registered in it.
 pub struct LoopShared {
     poller: Poller,
-    /// fds of channels whose interest state changed.
+    /// fds of channels whose interest may have changed.
     dirty: Mutex<Vec<RawFd>>,
     /// fds whose channel unregistered itself (del_channel) before closing.
     gone: Mutex<Vec<RawFd>>,

@@ -16,6 +16,8 @@
 //! Neither touches asyncore state; they are plain Rust on loopback sockets. Signals
 //! (Ctrl-C) are honoured: a wait interrupted by a signal, or one that times out,
 //! runs Python's signal handlers before going on.
+//!
+//! Uses nothing from the crate.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};

@@ -1,5 +1,7 @@
-//! The loop states kept between calls, one per map, and the checkout that
-//! lends one to a pass.
+//! Owns the loop states kept between calls, one per map, and the checkout
+//! that lends one to a pass.
+//!
+//! Uses: interest, link, loop_state.
 
 use std::sync::Mutex;
 
@@ -7,7 +9,7 @@ use pyo3::prelude::*;
 
 use crate::interest::Mode;
 use crate::link::lock;
-use crate::loop_state::{LoopState, MapKind};
+use crate::loop_state::LoopState;
 
 struct Cache {
     idle: Vec<LoopState>,
@@ -40,7 +42,7 @@ impl Checkout {
                     cache
                         .idle
                         .iter()
-                        .position(|s| s.map.as_ptr() as usize == key)
+                        .position(|s| s.map_key() == key)
                         .map(|i| cache.idle.remove(i)),
                 )
             }
@@ -69,20 +71,18 @@ impl Drop for Checkout {
         let Some(state) = self.state.take() else {
             return;
         };
-        if !state.persistent {
+        if !state.is_persistent() {
             return;
         }
-        if matches!(state.kind, MapKind::Other) {
+        if state.rereads_everything() {
             // Any other mapping (e.g. a WeakValueDictionary) is re-read every
             // pass anyway; keeping its channels alive here would be a leak.
-            lock(&CACHE)
-                .busy
-                .retain(|k| *k != state.map.as_ptr() as usize);
+            lock(&CACHE).busy.retain(|k| *k != state.map_key());
             return;
         }
         let evicted = {
             let mut cache = lock(&CACHE);
-            let key = state.map.as_ptr() as usize;
+            let key = state.map_key();
             cache.busy.retain(|k| *k != key);
             cache.idle.push(state);
             if cache.idle.len() > CACHE_SIZE {
@@ -102,7 +102,7 @@ pub fn forget(map: &Bound<'_, PyAny>) {
         let mut cache = lock(&CACHE);
         let (gone, keep) = std::mem::take(&mut cache.idle)
             .into_iter()
-            .partition(|s| s.map.as_ptr() as usize == key);
+            .partition(|s| s.map_key() == key);
         cache.idle = keep;
         gone
     };

@@ -1,30 +1,32 @@
-//! The state the loop keeps for one map between passes: the poller, the
-//! registrations, and what it needs to bring them up to date with the map.
+//! Owns the state the loop keeps for one map between passes, and bringing
+//! its registrations up to date with the map.
 //!
 //! CPython rebuilds the whole poll set every pass, calling `readable()` and
 //! `writable()` on every channel. Here a `LoopState` per map keeps the poller
 //! and its registrations across passes and changes them only where something
-//! changed: map entries written (tracked by `SocketMap`, or found by comparing
-//! a plain dict with the last pass), channels whose interest state changed
+//! changed: map entries written (logged by `SocketMap`, or found by comparing
+//! a plain dict with the last pass), channels whose interest may have changed
 //! (they tell us through `ChannelNotify`), and channels whose `readable()` /
 //! `writable()` are Python overrides (called every pass, as CPython does).
+//!
+//! Uses: channel, fd_map, interest, names, registrations, socket_map.
 
 use std::os::fd::RawFd;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt};
 
 use crate::channel::Dispatcher;
 use crate::fd_map::{FdHash, FdSet};
-use crate::interest::{interest, trackable, tracked_interest, Mode};
+use crate::interest::{derivable, derived_interest, interest, Mode};
+use crate::names;
 use crate::registrations::{Refresh, Registrations};
 use crate::socket_map::{ChangeLog, Changes};
 
-pub enum MapKind {
+enum MapKind {
     /// Our `SocketMap`: its change log lists the keys written since the last pass.
     Logged(Py<ChangeLog>),
     /// A dict: compared entry by entry with the last pass (pointer equality).
@@ -34,12 +36,13 @@ pub enum MapKind {
 }
 
 pub struct LoopState {
-    pub map: Py<PyAny>,
-    pub kind: MapKind,
+    map: Py<PyAny>,
+    kind: MapKind,
     /// `map.get(k)` may be done as a C-level dict lookup (see map_get).
     plain_get: bool,
     mode: Mode,
-    pub persistent: bool,
+    /// Kept between calls (loop_cache.rs), with links from its channels.
+    persistent: bool,
     fresh: bool,
     regs: Registrations,
     snapshot: Vec<(usize, usize)>,
@@ -58,11 +61,8 @@ impl LoopState {
         mode: Mode,
         persistent: bool,
     ) -> PyResult<Self> {
-        let kind = if map
-            .get_type()
-            .hasattr(intern!(py, "_asyncore_rs_change_log"))?
-        {
-            let changes = map.getattr(intern!(py, "_changes"))?;
+        let kind = if map.get_type().hasattr(names::_asyncore_rs_change_log(py))? {
+            let changes = map.getattr(names::_changes(py))?;
             MapKind::Logged(changes.cast_into::<ChangeLog>()?.unbind())
         } else if map.is_instance_of::<PyDict>() {
             MapKind::Dict
@@ -83,6 +83,26 @@ impl LoopState {
             recheck: Vec::new(),
             pass: 0,
         })
+    }
+
+    /// The map this state polls.
+    pub fn map<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
+        self.map.bind(py)
+    }
+
+    /// The identity of the map (its address; the state holds a reference).
+    pub fn map_key(&self) -> usize {
+        self.map.as_ptr() as usize
+    }
+
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// Whether every pass re-reads the whole map anyway (neither our
+    /// `SocketMap` nor a dict): keeping the state between calls gains nothing.
+    pub fn rereads_everything(&self) -> bool {
+        matches!(self.kind, MapKind::Other)
     }
 
     // ---------------- bringing registrations up to date
@@ -122,11 +142,11 @@ impl LoopState {
             };
             self.refresh_one(py, fd, obj.bind(py))?;
         }
-        self.refresh_untracked(py)
+        self.refresh_asked_each_pass(py)
     }
 
-    /// Whether entries were added, removed or replaced; for a tracked map the
-    /// written keys are examined here directly.
+    /// Whether entries were added, removed or replaced; for a logged map the
+    /// written keys are examined here instead.
     fn membership_changed(&mut self, py: Python<'_>, map: &Bound<'_, PyAny>) -> PyResult<bool> {
         match &self.kind {
             MapKind::Logged(changes) => match changes.get().take() {
@@ -170,7 +190,7 @@ impl LoopState {
             drop(changes.get().take());
         }
         let items: Vec<(Bound<PyAny>, Bound<PyAny>)> = map
-            .call_method0(intern!(py, "items"))?
+            .call_method0(names::items(py))?
             .try_iter()?
             .map(|kv| kv.and_then(|kv| kv.extract()))
             .collect::<PyResult<_>>()?;
@@ -255,12 +275,12 @@ impl LoopState {
             self.regs.remove(fd);
         }
         // Every dispatcher of a persistent state gets a link back (for
-        // del_channel); only those whose interest Rust can derive are tracked.
+        // del_channel); the interest of some of them Rust can derive.
         let notify = match obj.cast::<Dispatcher>() {
             Ok(d) if self.persistent => Some(d.get().notify.clone()),
             _ => None,
         };
-        let derived = match trackable(py, obj) {
+        let derived = match derivable(py, obj) {
             Some(k) if notify.is_some() => Some(k),
             _ => None,
         };
@@ -273,22 +293,22 @@ impl LoopState {
         Ok(Some(fd))
     }
 
-    /// A tracked channel told us its state changed: re-derive its interest
-    /// (and whether it is still trackable).
+    /// A channel told us its interest may have changed, or is re-read:
+    /// derive its interest again, or ask for it.
     fn refresh_one(&mut self, py: Python<'_>, fd: RawFd, obj: &Bound<'_, PyAny>) -> PyResult<()> {
         let want = match (
             self.regs.plan_refresh(fd, self.pass),
             obj.cast::<Dispatcher>(),
         ) {
             (Refresh::Skip, _) => return Ok(()),
-            (Refresh::Derive(kind), Ok(d)) => tracked_interest(d, kind, self.mode),
+            (Refresh::Derive(kind), Ok(d)) => derived_interest(d, kind, self.mode),
             _ => interest(py, obj, self.mode)?,
         };
         self.regs.apply(py, fd, want)
     }
 
     /// Channels whose readable()/writable() are Python: asked every pass.
-    fn refresh_untracked(&mut self, py: Python<'_>) -> PyResult<()> {
+    fn refresh_asked_each_pass(&mut self, py: Python<'_>) -> PyResult<()> {
         let pass = self.pass;
         for (fd, obj) in self.regs.due_each_pass(py, pass) {
             let want = interest(py, obj.bind(py), self.mode)?;
@@ -393,6 +413,6 @@ fn map_get<'py>(
     if let (true, Ok(d)) = (plain_get, map.cast::<PyDict>()) {
         return d.get_item(key);
     }
-    let v = map.call_method1(intern!(map.py(), "get"), (key,))?;
+    let v = map.call_method1(names::get(map.py()), (key,))?;
     Ok((!v.is_none()).then_some(v))
 }

@@ -1,18 +1,22 @@
-//! The Python-side `asyncore` module the Rust code serves, and the names it
-//! reads from it at call time.
+//! Owns the binding to the Python-side `asyncore` module the Rust code
+//! serves, and the lookup of its globals at call time.
 //!
 //! CPython's asyncore looks its globals up when it runs, and real code and
 //! CPython's tests replace them (`asyncore.socket_map`, `asyncore.socket`,
 //! `asyncore.poll`, `read`, `write`...). So do we: the module's `__dict__` is
 //! bound once, and every name is read from it when needed.
+//!
+//! Uses: names.
 
 use pyo3::exceptions::{PyNameError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 
+use crate::names;
+
 /// The bound module namespace and the originals of the replaceable functions.
-pub struct ModuleState {
+pub struct BoundModule {
     pub globals: Py<PyDict>,
     pub poll: Py<PyAny>,
     pub poll2: Py<PyAny>,
@@ -20,50 +24,50 @@ pub struct ModuleState {
     pub write: Py<PyAny>,
     pub exception: Py<PyAny>,
     pub readwrite: Py<PyAny>,
-    /// The real `socket.socket` class, for the direct-syscall fast path.
+    /// The real `socket.socket` class, for the raw-fd fast path (sockio.rs).
     pub socket_class: Py<PyAny>,
     /// Helper that gives an exception raised in Rust a traceback entry.
     pub attach_traceback: Py<PyAny>,
 }
 
-static STATE: PyOnceLock<ModuleState> = PyOnceLock::new();
+static BOUND: PyOnceLock<BoundModule> = PyOnceLock::new();
 
 /// Called once by `asyncore_rs/asyncore.py` after it has defined its globals.
 #[pyfunction]
 #[pyo3(name = "_bind_asyncore")]
 pub fn bind_asyncore(py: Python<'_>, globals: Bound<'_, PyDict>) -> PyResult<()> {
-    let get = |name: &str| -> PyResult<Py<PyAny>> {
+    let get = |name: &Bound<'_, PyString>| -> PyResult<Py<PyAny>> {
         globals
             .get_item(name)?
             .map(Bound::unbind)
             .ok_or_else(|| PyRuntimeError::new_err(format!("asyncore module lacks {name}")))
     };
-    let socket_mod = py.import("socket")?;
-    let state = ModuleState {
-        poll: get("poll")?,
-        poll2: get("poll2")?,
-        read: get("read")?,
-        write: get("write")?,
-        exception: get("_exception")?,
-        readwrite: get("readwrite")?,
-        attach_traceback: get("_attach_traceback")?,
-        socket_class: socket_mod.getattr("socket")?.unbind(),
+    let socket_mod = py.import(names::socket(py))?;
+    let module = BoundModule {
+        poll: get(names::poll(py))?,
+        poll2: get(names::poll2(py))?,
+        read: get(names::read(py))?,
+        write: get(names::write(py))?,
+        exception: get(names::_exception(py))?,
+        readwrite: get(names::readwrite(py))?,
+        attach_traceback: get(names::_attach_traceback(py))?,
+        socket_class: socket_mod.getattr(names::socket(py))?.unbind(),
         globals: globals.clone().unbind(),
     };
     // A second import of the module (importlib.reload) keeps the first binding.
-    let _ = STATE.set(py, state);
+    let _ = BOUND.set(py, module);
     Ok(())
 }
 
-pub fn state(py: Python<'_>) -> PyResult<&ModuleState> {
-    STATE
+pub fn bound(py: Python<'_>) -> PyResult<&BoundModule> {
+    BOUND
         .get(py)
         .ok_or_else(|| PyRuntimeError::new_err("asyncore_rs._core is not bound to asyncore"))
 }
 
 /// A global of the asyncore module, looked up now (it may have been replaced).
 pub fn global<'py>(py: Python<'py>, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
-    let globals = state(py)?.globals.bind(py);
+    let globals = bound(py)?.globals.bind(py);
     match globals.get_item(name)? {
         Some(v) => Ok(v),
         None => Err(name_error(name)),

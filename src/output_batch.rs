@@ -38,19 +38,21 @@
 //! What can still tell: the time the bytes reach the peer. A handler that
 //! pushes and then blocks waiting for the peer's answer inside the same window
 //! waits until its block times out.
+//!
+//! Uses: channel, errors, fifo, names, sockio.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
 
 use crate::channel::{producer_fifo_of, socket_of, Dispatcher};
 use crate::errors::{call_in_except, is_disconnect, os_error};
 use crate::fifo::Fifo;
+use crate::names;
 use crate::sockio::{last_errno, plain_fd};
 
 #[derive(Default)]
@@ -108,7 +110,7 @@ fn batch_mode(slf: &Bound<'_, Dispatcher>) -> BatchMode {
 #[cold]
 fn read_batch_mode(slf: &Bound<'_, Dispatcher>) -> BatchMode {
     let py = slf.py();
-    let Ok(value) = slf.getattr(intern!(py, "ac_batch_output")) else {
+    let Ok(value) = slf.getattr(names::ac_batch_output(py)) else {
         return BatchMode::Never;
     };
     if value
@@ -217,7 +219,7 @@ pub fn virtual_send(
     }
     let me = slf.get();
     {
-        let mut st = me.st();
+        let mut st = me.fields();
         if !st.out_queue.has_room(n) {
             return Ok(None);
         }
@@ -241,13 +243,13 @@ pub fn send_after_queue<'py>(
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = slf.py();
     let bytes = match frozen_bytes(data) {
-        Some(b) if slf.get().st().out_queue.has_room(b.as_bytes().len()) => b,
+        Some(b) if slf.get().fields().out_queue.has_room(b.as_bytes().len()) => b,
         _ => {
             flush(slf)?;
             return Ok(None);
         }
     };
-    let queued = slf.get().st().out_queue.bytes;
+    let queued = slf.get().fields().out_queue.bytes;
     match send_queue(slf, Some(&bytes))? {
         Outcome::Sent(sent) => {
             let of_data = sent.saturating_sub(queued);
@@ -256,7 +258,7 @@ pub fn send_after_queue<'py>(
         Outcome::Unsent => Ok(Some(0i32.into_pyobject(py)?.into_any())),
         Outcome::Broken(e) => {
             // CPython's dispatcher.send(data) on a dead connection.
-            slf.call_method0(intern!(py, "handle_close"))?;
+            slf.call_method0(names::handle_close(py))?;
             drop(e);
             Ok(Some(0i32.into_pyobject(py)?.into_any()))
         }
@@ -276,7 +278,7 @@ pub fn flush(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
         Outcome::Sent(_) | Outcome::Unsent | Outcome::Broken(_) => Ok(()),
         Outcome::Failed(e) => {
             let py = slf.py();
-            call_in_except(py, slf, intern!(py, "handle_error"), e)
+            call_in_except(py, slf, names::handle_error(py), e)
         }
     }
 }
@@ -303,7 +305,7 @@ fn send_queue(
     let py = slf.py();
     let me = slf.get();
     let queue = {
-        let mut st = me.st();
+        let mut st = me.fields();
         me.queued.store(false, Ordering::Relaxed);
         std::mem::take(&mut st.out_queue)
     };

@@ -1,14 +1,15 @@
-//! The kernel's readiness interface, behind one type: `Poller` owns the
+//! Owns the kernel's readiness interface, behind one type: `Poller` owns the
 //! epoll instance, its registrations and its wait, and speaks poll(2)'s flag
 //! values, which is what the loop and CPython's `poll2()` speak.
 //!
 //! Everything epoll-specific is in this file: a poller for another kernel
 //! (kqueue, IOCP through the polling crate) is another `Poller` with the same
-//! methods, chosen by `cfg`. Uses nothing from the crate but errors.rs.
+//! methods, chosen by `cfg`.
+//!
+//! Uses: errors.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use polling::{Event, PollMode};
@@ -40,20 +41,26 @@ pub enum Watch {
     Invalid,
 }
 
-/// An epoll instance, level-triggered, and the buffer its wait fills.
+/// An epoll instance, level-triggered. It is shared with the channels it
+/// polls (for `unwatch`); the buffer a wait fills is the waiter's (`Events`).
 pub struct Poller {
     /// Registrations go through the polling crate.
     epoll: polling::Poller,
-    /// Only the loop that owns this poller waits on it; the lock is never
-    /// contended (a `Poller` is shared with its channels for `unwatch`).
-    events: Mutex<Vec<libc::epoll_event>>,
+}
+
+/// The buffer `Poller::wait` fills, owned by the one loop state that waits.
+pub struct Events(Vec<libc::epoll_event>);
+
+impl Events {
+    pub fn new() -> Self {
+        Events(Vec::with_capacity(1024))
+    }
 }
 
 impl Poller {
     pub fn new() -> io::Result<Self> {
         Ok(Poller {
             epoll: polling::Poller::new()?,
-            events: Mutex::new(Vec::with_capacity(1024)),
         })
     }
 
@@ -116,10 +123,11 @@ impl Poller {
     pub fn wait(
         &self,
         py: Python<'_>,
+        events: &mut Events,
         timeout: Option<Duration>,
         mut on_event: impl FnMut(RawFd, u32),
     ) -> PyResult<()> {
-        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        let events = &mut events.0;
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let epfd = self.epoll.as_raw_fd();
         let cap = events.capacity();

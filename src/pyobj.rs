@@ -1,5 +1,7 @@
-//! Small helpers for Python objects that several layers need: slices and
-//! default argument values.
+//! Owns small helpers for Python objects that several layers need: slices
+//! and default argument values.
+//!
+//! Uses nothing from the crate.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};

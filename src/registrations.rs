@@ -1,11 +1,13 @@
-//! One loop state's registrations: which channel is polled at which fd,
+//! Owns one loop state's registrations: which channel is polled at which fd,
 //! under which map key, with what interest, and how the kernel took it.
 //!
 //! The fields are private so that what is derived from the registrations
 //! stays true: the fds asked every pass, the fds outside the kernel's set and
 //! the count of fds that want any event change only with a registration (in
 //! `add`, `apply` and `remove`). A pass then costs what is active, not what
-//! is registered. Uses the poller, link.rs, fd_map.rs and interest.rs's WKind.
+//! is registered.
+//!
+//! Uses: errors, fd_map, interest, link, poller.
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use crate::errors::os_error;
 use crate::fd_map::{FdMap, FdSet};
 use crate::interest::WKind;
 use crate::link::{ChannelNotify, LoopShared};
-use crate::poller::{poll_flags, Poller, Watch, POLLIN, POLLNVAL, POLLOUT, WANT_R, WANT_W};
+use crate::poller::{poll_flags, Events, Poller, Watch, POLLIN, POLLNVAL, POLLOUT, WANT_R, WANT_W};
 
 struct Reg {
     key: Py<PyAny>,
@@ -53,6 +55,7 @@ pub struct Registrations {
     asked_each_pass: FdSet,
     special: FdSet,
     wanting: usize,
+    events: Events,
 }
 
 impl Registrations {
@@ -64,6 +67,7 @@ impl Registrations {
             asked_each_pass: FdSet::default(),
             special: FdSet::default(),
             wanting: 0,
+            events: Events::new(),
         })
     }
 
@@ -226,7 +230,7 @@ impl Registrations {
     /// Waits for events with the GIL released; returns (fd, poll flags, the
     /// interest it was registered with).
     pub fn wait(
-        &self,
+        &mut self,
         py: Python<'_>,
         timeout: Option<Duration>,
     ) -> PyResult<Vec<(RawFd, u32, u8)>> {
@@ -255,11 +259,15 @@ impl Registrations {
         } else {
             Some(Duration::ZERO)
         };
-        self.shared.poller().wait(py, timeout, |fd, flags| {
-            if let Some(reg) = self.regs.get(&fd) {
-                ready.push((fd, poll_flags(flags, reg.want), reg.want));
-            }
-        })?;
+        let regs = &self.regs;
+        let events = &mut self.events;
+        self.shared
+            .poller()
+            .wait(py, events, timeout, |fd, flags| {
+                if let Some(reg) = regs.get(&fd) {
+                    ready.push((fd, poll_flags(flags, reg.want), reg.want));
+                }
+            })?;
         Ok(ready)
     }
 

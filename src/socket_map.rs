@@ -1,18 +1,20 @@
-//! `SocketMap`'s change log, the one place that says which writes to the
-//! map the loop must look at, and `map_write`, the dict write plus the note
-//! that `add_channel`/`del_channel` make without calling into Python.
+//! Owns `SocketMap`'s change log, the one place that says which writes to
+//! the map the loop must look at, and `map_write`, the dict write plus the
+//! note that `add_channel`/`del_channel` make without calling into Python.
 //!
 //! `asyncore.socket_map` is a `SocketMap` (python/asyncore_rs/asyncore.py), a
 //! dict that notes each key written in its `_changes`; the loop re-reads only
-//! those keys (loop_state.rs). Uses module_state.rs.
+//! those keys (loop_state.rs).
+//!
+//! Uses: module_state, names.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::module_state::global;
+use crate::names;
 
 /// Past this many keys noted between two passes, the log keeps one "re-read
 /// everything" mark instead: a map nobody polls must not grow a list forever.
@@ -115,9 +117,9 @@ pub fn map_write(
     value: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let py = map.py();
-    let ours = global(py, intern!(py, "SocketMap")).is_ok_and(|t| map.get_type().is(&t));
+    let ours = global(py, names::socket_map_class(py)).is_ok_and(|t| map.get_type().is(&t));
     if let (true, Ok(d)) = (ours, map.cast::<PyDict>()) {
-        let changes = map.getattr(intern!(py, "_changes"))?;
+        let changes = map.getattr(names::_changes(py))?;
         let changes = changes.cast::<ChangeLog>()?;
         // PyDict_SetItem/DelItem on the dict itself, as dict.__setitem__ does.
         match value {

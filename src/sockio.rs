@@ -1,19 +1,21 @@
-//! Socket calls. A plain `socket.socket` gets direct, non-blocking syscalls on
-//! its fd; anything else (SSL sockets, mocks, `file_wrapper`, user subclasses)
-//! goes through its Python methods.
+//! Owns the socket calls. A plain `socket.socket` gets non-blocking syscalls
+//! on its fd; anything else (SSL sockets, mocks, `file_wrapper`, user
+//! subclasses) goes through its Python methods.
+//!
+//! Uses: calls, errors, module_state, names.
 
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::errors::os_error;
-use crate::module_state::state;
+use crate::module_state::bound;
+use crate::names;
 
-/// Outcome of a direct syscall.
-pub enum Direct<T> {
+/// Outcome of a syscall on a plain socket's fd.
+pub enum Syscall<T> {
     Done(T),
     /// The call would block (or the socket is not in non-blocking use): let the
     /// Python method decide, so its exact exception or timeout applies.
@@ -23,7 +25,7 @@ pub enum Direct<T> {
 
 /// Whether `sock` is exactly `socket.socket` (no fd check: see plain_fd).
 pub fn is_plain(py: Python<'_>, sock: &Bound<'_, PyAny>) -> bool {
-    state(py).is_ok_and(|st| sock.get_type().is(st.socket_class.bind(py)))
+    bound(py).is_ok_and(|st| sock.get_type().is(st.socket_class.bind(py)))
 }
 
 /// The fd of `sock` if it is exactly `socket.socket` and open.
@@ -33,8 +35,7 @@ pub fn plain_fd(py: Python<'_>, sock: &Bound<'_, PyAny>) -> Option<RawFd> {
     }
     // sock.fileno() without binding a method object (PyObject_AsFileDescriptor
     // would bind one); a closed socket gives -1.
-    let fd =
-        crate::calls::call_method0(sock, intern!(py, "fileno")).and_then(|n| n.extract::<RawFd>());
+    let fd = crate::calls::call_method0(sock, names::fileno(py)).and_then(|n| n.extract::<RawFd>());
     match fd {
         Ok(fd) if fd >= 0 => Some(fd),
         Ok(_) => None,
@@ -51,20 +52,20 @@ thread_local! {
 
 /// Runs a non-blocking socket syscall (returning a count or -1) with PEP 475's
 /// EINTR handling: signal handlers run, then the call is retried.
-pub fn nonblocking(py: Python<'_>, mut call: impl FnMut() -> isize) -> Direct<usize> {
+pub fn nonblocking(py: Python<'_>, mut call: impl FnMut() -> isize) -> Syscall<usize> {
     loop {
         let n = call();
         if n >= 0 {
-            return Direct::Done(n as usize);
+            return Syscall::Done(n as usize);
         }
         match last_errno() {
             libc::EINTR => {
                 if let Err(e) = py.check_signals() {
-                    return Direct::Failed(e);
+                    return Syscall::Failed(e);
                 }
             }
-            libc::EAGAIN => return Direct::Fallback,
-            errno => return Direct::Failed(os_error(py, errno)),
+            libc::EAGAIN => return Syscall::Fallback,
+            errno => return Syscall::Failed(os_error(py, errno)),
         }
     }
 }
@@ -75,7 +76,7 @@ pub fn recv_with<R>(
     fd: RawFd,
     size: usize,
     take: impl FnOnce(&[u8]) -> R,
-) -> Direct<R> {
+) -> Syscall<R> {
     SCRATCH.with(|cell| {
         let mut buf = cell.borrow_mut();
         if buf.len() < size {
@@ -87,15 +88,15 @@ pub fn recv_with<R>(
             libc::recv(fd, ptr.cast(), size, libc::MSG_DONTWAIT)
         });
         match got {
-            Direct::Done(n) => Direct::Done(take(&buf[..n])),
-            Direct::Fallback => Direct::Fallback,
-            Direct::Failed(e) => Direct::Failed(e),
+            Syscall::Done(n) => Syscall::Done(take(&buf[..n])),
+            Syscall::Fallback => Syscall::Fallback,
+            Syscall::Failed(e) => Syscall::Failed(e),
         }
     })
 }
 
 /// Sends `data` on `fd` without blocking; returns the count sent.
-pub fn send_direct(py: Python<'_>, fd: RawFd, data: &[u8]) -> Direct<usize> {
+pub fn send_fd(py: Python<'_>, fd: RawFd, data: &[u8]) -> Syscall<usize> {
     // SAFETY: data is a valid slice for the duration of the call.
     nonblocking(py, || unsafe {
         libc::send(
@@ -111,7 +112,7 @@ pub fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-/// `sock.recv(size)` as bytes, directly when `sock` is plain.
+/// `sock.recv(size)` as bytes, by a syscall when `sock` is plain.
 pub fn recv_bytes<'py>(
     py: Python<'py>,
     sock: &Bound<'py, PyAny>,
@@ -119,26 +120,26 @@ pub fn recv_bytes<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     if let (Some(fd), Ok(n)) = (plain_fd(py, sock), size.extract::<usize>()) {
         match recv_with(py, fd, n, |data| PyBytes::new(py, data).into_any()) {
-            Direct::Done(b) => return Ok(b),
-            Direct::Failed(e) => return Err(e),
-            Direct::Fallback => {}
+            Syscall::Done(b) => return Ok(b),
+            Syscall::Failed(e) => return Err(e),
+            Syscall::Fallback => {}
         }
     }
-    sock.call_method1(intern!(py, "recv"), (size,))
+    sock.call_method1(names::recv(py), (size,))
 }
 
-/// `sock.send(data)`, directly when `sock` is plain and `data` is bytes.
+/// `sock.send(data)`, by a syscall when `sock` is plain and `data` is bytes.
 pub fn send_obj<'py>(
     py: Python<'py>,
     sock: &Bound<'py, PyAny>,
     data: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     if let (Some(fd), Ok(bytes)) = (plain_fd(py, sock), data.cast::<PyBytes>()) {
-        match send_direct(py, fd, bytes.as_bytes()) {
-            Direct::Done(n) => return Ok(n.into_pyobject(py)?.into_any()),
-            Direct::Failed(e) => return Err(e),
-            Direct::Fallback => {}
+        match send_fd(py, fd, bytes.as_bytes()) {
+            Syscall::Done(n) => return Ok(n.into_pyobject(py)?.into_any()),
+            Syscall::Failed(e) => return Err(e),
+            Syscall::Fallback => {}
         }
     }
-    sock.call_method1(intern!(py, "send"), (data,))
+    sock.call_method1(names::send(py), (data,))
 }

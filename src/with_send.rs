@@ -1,7 +1,8 @@
-//! `asyncore.dispatcher_with_send`: buffered output on a plain dispatcher.
-//! Its methods are registered on `dispatcher` as `_ws_*` (see dispatcher.rs).
+//! Owns `asyncore.dispatcher_with_send`: buffered output on a plain
+//! dispatcher. Its methods are registered on `dispatcher` as `_ws_*`.
+//!
+//! Uses: channel, dispatcher, names, pyobj, sockio.
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -10,6 +11,7 @@ use crate::channel::{
     Dispatcher,
 };
 use crate::dispatcher::{dispatcher_init, dispatcher_send};
+use crate::names;
 use crate::pyobj::slice_from;
 
 #[pymethods]
@@ -49,7 +51,7 @@ impl Dispatcher {
     }
 
     fn _ws_handle_write(slf: &Bound<'_, Self>) -> PyResult<()> {
-        slf.call_method0(intern!(slf.py(), "initiate_send"))?;
+        slf.call_method0(names::initiate_send(slf.py()))?;
         Ok(())
     }
 
@@ -63,16 +65,12 @@ impl Dispatcher {
 
     fn _ws_send(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        if slf.getattr(intern!(py, "debug"))?.is_truthy()? {
+        if slf.getattr(names::debug(py))?.is_truthy()? {
             let msg = format!("sending {}", data.repr()?);
-            slf.call_method1(intern!(py, "log_info"), (msg,))?;
+            slf.call_method1(names::log_info(py), (msg,))?;
         }
         let buf = out_buffer_of(slf)?;
-        let builtin_send = has_builtin(
-            slf,
-            intern!(py, "initiate_send"),
-            intern!(py, "_ws_initiate_send"),
-        );
+        let builtin_send = has_builtin(slf, names::initiate_send(py), names::_ws_initiate_send(py));
         let empty = buf.len().is_ok_and(|n| n == 0);
         if empty && builtin_send && data.is_exact_instance_of::<PyBytes>() {
             if let Some(rest) = send_whole(slf, data)? {
@@ -94,13 +92,13 @@ impl Dispatcher {
         if builtin_send {
             return Self::_ws_initiate_send(slf);
         }
-        slf.call_method0(intern!(py, "initiate_send"))?;
+        slf.call_method0(names::initiate_send(py))?;
         Ok(())
     }
 }
 
 /// `dispatcher_with_send.send(data)` with an empty out_buffer on a plain
-/// socket: one direct send of `data` (bytes no longer than 65536, as
+/// socket: one send syscall of `data` (bytes no longer than 65536, as
 /// CPython's `initiate_send` slices). None when all of it went out (the buffer
 /// stays empty, no interest change); else the buffer CPython would now hold.
 fn send_whole<'py>(
@@ -118,9 +116,9 @@ fn send_whole<'py>(
     let Some(fd) = crate::sockio::plain_fd(py, &socket_of(slf)?) else {
         return Ok(Some(data.clone()));
     };
-    match crate::sockio::send_direct(py, fd, raw) {
-        crate::sockio::Direct::Done(n) if n == raw.len() => Ok(None),
-        crate::sockio::Direct::Done(n) => Ok(Some(PyBytes::new(py, &raw[n..]).into_any())),
+    match crate::sockio::send_fd(py, fd, raw) {
+        crate::sockio::Syscall::Done(n) if n == raw.len() => Ok(None),
+        crate::sockio::Syscall::Done(n) => Ok(Some(PyBytes::new(py, &raw[n..]).into_any())),
         // Would block, or failed: leave it all to CPython's path, which makes
         // its own attempt and handles the error as it does.
         _ => Ok(Some(data.clone())),

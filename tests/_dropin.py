@@ -23,10 +23,9 @@ import threading
 import time
 from pathlib import Path
 
+from _common import HOSTv6
 from _impl import IMPL, asyncore
 
-HOST = "127.0.0.1"
-HOSTv6 = "::1"
 # blocking clients' socket timeout
 TIMEOUT = 10.0
 # the longest a loop thread may run before it stops by itself

@@ -17,9 +17,9 @@ import sys
 import threading
 import time
 
+from _common import HOST
 from _impl import asynchat, asyncore
 
-HOST = "127.0.0.1"
 # blocking clients' socket timeout and the bound for any one scenario
 CLIENT_TIMEOUT = 60.0
 BOUND_S = 90.0

@@ -19,8 +19,7 @@ import warnings
 import pytest
 
 # socket_helper.HOST / HOSTv6
-HOST = "127.0.0.1"
-HOSTv6 = "::1"
+from _common import HOST, HOSTv6  # noqa: F401  (test.support's names)
 
 # support.SHORT_TIMEOUT: the bound for joins and clean-up waits
 SHORT_TIMEOUT = 30.0

@@ -19,6 +19,7 @@ import os
 import socket
 
 import pytest
+from _common import pump
 from _impl import IMPL, asynchat, asyncore
 
 pytestmark = pytest.mark.skipif(IMPL != "rs", reason="an asyncore-rs extension")
@@ -40,14 +41,6 @@ def recv_until(peer, n):
     return data
 
 
-def pump(chan_map, until, passes=200):
-    for _ in range(passes):
-        if until():
-            return True
-        asyncore.loop(timeout=0.01, map=chan_map, count=1)
-    return until()
-
-
 class Lines(asynchat.async_chat):
     ac_batch_output = True
 
@@ -67,13 +60,6 @@ class Lines(asynchat.async_chat):
 
     def on_line(self, line):
         self.push(line + b"\n")
-
-
-@pytest.fixture
-def chan_map():
-    m = {}
-    yield m
-    asyncore.close_all(m, ignore_all=True)
 
 
 def test_pipelined_is_the_default():

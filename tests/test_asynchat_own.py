@@ -1,4 +1,4 @@
-"""Our own asynchat tests (issue 3).
+"""Our own asynchat tests: what CPython's suite does not cover of Lib/asynchat.py.
 
 The first part is differential: random input streams, chunkings, buffer sizes and
 terminators (changed at random inside found_terminator), and random push/producer/send

@@ -1,4 +1,4 @@
-"""Our own asyncore tests (issue 2): what CPython's suite does not cover and a drop-in
+"""Our own asyncore tests: what CPython's suite does not cover and a drop-in
 replacement must keep: many channels, threads, subclassing patterns, fd reuse, patched
 module attributes, error routing, and the corner cases of the dispatcher API.
 
@@ -19,50 +19,12 @@ import time
 import weakref
 
 import pytest
+from _common import HOST, WAIT, pump
 from _impl import IMPL, asyncore
-
-HOST = "127.0.0.1"
-# a bound for everything that waits; no test relies on it for its result
-WAIT = 10.0
-
 
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def chan_map():
-    """A private channel map, emptied (every channel closed) after the test."""
-    m = {}
-    yield m
-    asyncore.close_all(m, ignore_all=True)
-
-
-@pytest.fixture
-def global_map():
-    """For tests that use the default map: it starts empty and is emptied afterwards."""
-    asyncore.close_all(ignore_all=True)
-    yield asyncore.socket_map
-    asyncore.close_all(ignore_all=True)
-
-
-@pytest.fixture
-def peers():
-    """Plain sockets the test keeps (the other ends of channels); closed afterwards."""
-    socks = []
-    yield socks
-    for s in socks:
-        s.close()
-
-
-def pump(m, use_poll, until, passes=200, timeout=0.05):
-    """Run one pass at a time (bounded) until `until()` is true; return whether it became true."""
-    for _ in range(passes):
-        if until():
-            return True
-        asyncore.loop(timeout=timeout, use_poll=use_poll, map=m, count=1)
-    return until()
 
 
 def recv_exact(sock, n):
@@ -192,7 +154,7 @@ def test_more_than_1024_channels(use_poll, many_fds, chan_map, peers):
     def all_echoed():
         return all(c.received and not c.out for c in chans)
 
-    assert pump(chan_map, use_poll, all_echoed, passes=100)
+    assert pump(chan_map, all_echoed, use_poll=use_poll, passes=100)
     for i, (chan, peer) in enumerate(zip(chans, peers)):
         assert chan.received == b"<%d>" % i
         assert chan.reads >= 1 and chan.writes >= 1
@@ -204,7 +166,9 @@ def test_more_than_1024_channels(use_poll, many_fds, chan_map, peers):
     assert len(chan_map) == N_CHANNELS - len(chans[::2])
     for peer in peers[1::2]:
         peer.sendall(b"again")
-    assert pump(chan_map, use_poll, lambda: all(c.received.endswith(b"again") for c in chans[1::2]))
+    assert pump(
+        chan_map, lambda: all(c.received.endswith(b"again") for c in chans[1::2]), use_poll=use_poll
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -311,7 +275,7 @@ def test_subclass_with_own_init_signature(global_map):
         assert (c.host, c.greeting) == (HOST, b"hello")
         assert global_map[c._fileno] is c
         assert c.connecting or c.connected  # EINPROGRESS, or connected at once
-        assert pump(None, False, lambda: not c.greeting)
+        assert pump(None, lambda: not c.greeting, use_poll=False)
         assert c.connected and not c.connecting
         assert c.connects == 1
         conn, _ = listener.accept()
@@ -389,7 +353,7 @@ def test_subclass_never_calling_base_init(chan_map, peers):
     assert chan_map == {a.fileno(): d}
     assert d.socket is a and d._fileno == a.fileno()
     b.sendall(b"data")
-    assert pump(chan_map, False, lambda: d.reads)
+    assert pump(chan_map, lambda: d.reads, use_poll=False)
     assert d.reads == [b"data"]
 
 
@@ -447,7 +411,7 @@ def test_multiple_inheritance_with_mixins(chan_map, peers):
     f = MixedLast(c, chan_map)
     f.ignore_log_types = ()
     with _captured("stdout") as out:
-        assert pump(chan_map, True, lambda: out.getvalue())
+        assert pump(chan_map, lambda: out.getvalue(), use_poll=True)
     assert "note: write as tagged MixedLast\n" in out.getvalue()
 
 
@@ -691,7 +655,7 @@ def test_fd_reused_by_new_channel_gets_only_its_events(where, use_poll, chan_map
     assert new.events == [("write",)]
     new.want_write = False
     new_peer.sendall(b"new data")
-    assert pump(chan_map, use_poll, lambda: len(new.events) > 1, passes=50)
+    assert pump(chan_map, lambda: len(new.events) > 1, use_poll=use_poll, passes=50)
     assert new.events == [("write",), ("read", b"new data")]
     assert old.events == [("read", b"old data")]
 
@@ -767,7 +731,7 @@ def test_channel_added_during_a_pass_is_served_from_the_next(use_poll, chan_map,
     peers.append(new_peer)
     assert new.events == []
     assert len(chan_map) == 2
-    assert pump(chan_map, use_poll, lambda: new.events)
+    assert pump(chan_map, lambda: new.events, use_poll=use_poll)
     assert new.events == [("read", b"waiting")]
 
 
@@ -784,10 +748,10 @@ def test_replaced_socket_map_is_followed(monkeypatch, peers, global_map):
     assert new_map == {d._fileno: d}
     assert d._map is new_map
     p.sendall(b"via the new map")
-    assert pump(None, False, lambda: d.events)
+    assert pump(None, lambda: d.events, use_poll=False)
     assert d.events == [("read", b"via the new map")]
     p.sendall(b"and with poll")
-    assert pump(None, True, lambda: len(d.events) > 1)
+    assert pump(None, lambda: len(d.events) > 1, use_poll=True)
     assert d.events[1] == ("read", b"and with poll")
     assert len(original) == 0
     d2, _ = make_pair(None, peers)
@@ -816,14 +780,14 @@ class StandIn(Recorder):
 def replaced_channel(m, peers, use_poll):
     """A channel registered by one pass, and the object that is to replace it."""
     old, peer = make_pair(m, peers)
-    pump(m, use_poll, lambda: False, passes=1)
+    pump(m, lambda: False, use_poll=use_poll, passes=1)
     return old, peer, StandIn(map={})
 
 
 def served_after_replacement(m, use_poll, old, peer, new):
     """Whether the next passes send the fd's events to `new`, never to `old`."""
     peer.send(b"x")
-    served = pump(m, use_poll, lambda: new.events)
+    served = pump(m, lambda: new.events, use_poll=use_poll)
     old.close()
     asyncore.close_all(m, ignore_all=True)
     return served and old.events == []
@@ -852,7 +816,7 @@ def test_socket_map_over_1024_add_channel_calls_between_passes(use_poll, peers):
         d.add_channel()
     assert m._changes.everything and len(m._changes) == 0
     p.sendall(b"abc")
-    assert pump(m, use_poll, lambda: d.events)
+    assert pump(m, lambda: d.events, use_poll=use_poll)
     assert d.events == [("read", b"abc")]
     asyncore.close_all(m, ignore_all=True)
 
@@ -915,7 +879,7 @@ def test_user_mapping_types(use_poll, peers):
     fd = d._fileno
     assert m.ops == [("set", fd)]
     p.sendall(b"abc")
-    assert pump(m, use_poll, lambda: d.events)
+    assert pump(m, lambda: d.events, use_poll=use_poll)
     assert d.events == [("read", b"abc")]
     d.close()
     assert m.ops == [("set", fd), ("del", fd)]
@@ -924,7 +888,7 @@ def test_user_mapping_types(use_poll, peers):
     e, q = make_pair(w, peers)
     q.sendall(b"xyz")
     events = e.events
-    assert pump(w, use_poll, lambda: events)
+    assert pump(w, lambda: events, use_poll=use_poll)
     assert events == [("read", b"xyz")]
     e.socket.close()
     del e
@@ -1056,7 +1020,7 @@ def test_handle_error_sees_the_exception(event, use_poll, chan_map, peers):
     else:
         d.want_read = False
         d.want_write = True
-    assert pump(chan_map, use_poll, lambda: seen)
+    assert pump(chan_map, lambda: seen, use_poll=use_poll)
     assert seen == [
         (ValueError, Checks.exc, True),
         ("handle_" + event, ValueError, Checks.exc),
@@ -1103,7 +1067,7 @@ def test_default_handle_error_logs_and_closes(use_poll, chan_map, peers):
     r = repr(d)
     p.sendall(b"x")
     with _captured("stdout") as out:
-        assert pump(chan_map, use_poll, lambda: not chan_map)
+        assert pump(chan_map, lambda: not chan_map, use_poll=use_poll)
     lines = out.getvalue().splitlines()
     assert lines[0].startswith(
         "error: uncaptured python exception, closing channel %s (<class 'ValueError'>:boom [" % r
@@ -1137,7 +1101,7 @@ def test_exiting_exceptions_leave_loop_with_map_intact(event, exc_type, use_poll
     # the loop can be entered again
     other_peer.sendall(b"still served")
     d.want_read = d.want_write = False
-    assert pump(chan_map, use_poll, lambda: other.events)
+    assert pump(chan_map, lambda: other.events, use_poll=use_poll)
     assert other.events == [("read", b"still served")]
 
 
@@ -1183,7 +1147,7 @@ def test_error_routing_poll_vs_poll2(event, exc, poll2_routes_to, use_poll, chan
     else:
         d.want_read = False
         d.want_write = True
-    assert pump(chan_map, use_poll, lambda: d.events)
+    assert pump(chan_map, lambda: d.events, use_poll=use_poll)
     if use_poll and poll2_routes_to == "close":
         assert d.events == [("close",)]
     else:
@@ -1447,7 +1411,7 @@ def test_connect_in_progress_then_refused(use_poll, chan_map):
         d.create_socket(socket.AF_INET, socket.SOCK_STREAM)
         d.connect(address)  # EINPROGRESS on TCP
         assert d.addr == address and d.connecting and not d.connected
-        assert pump(chan_map, use_poll, lambda: d.events)
+        assert pump(chan_map, lambda: d.events, use_poll=use_poll)
     kind, exc = d.events[0]
     assert kind == "error"
     assert type(exc) is ConnectionRefusedError
@@ -1469,7 +1433,7 @@ def test_connect_in_progress_then_connected(use_poll, chan_map):
         d.want_write = True
         d.create_socket(socket.AF_INET, socket.SOCK_STREAM)
         d.connect(listener.getsockname())
-        assert pump(chan_map, use_poll, lambda: d.events)
+        assert pump(chan_map, lambda: d.events, use_poll=use_poll)
         assert seen == [(False, True)]
         assert d.connected and not d.connecting
         assert d.events[0] == ("write",)
@@ -1529,7 +1493,7 @@ def test_handle_accepted_gets_socket_and_address(use_poll, chan_map):
     s.bind((HOST, 0))
     s.listen(1)
     with socket.create_connection(s.socket.getsockname(), timeout=WAIT) as c:
-        assert pump(chan_map, use_poll, lambda: got)
+        assert pump(chan_map, lambda: got, use_poll=use_poll)
         sock, addr = got[0]
         with sock:
             assert isinstance(sock, socket.socket)
@@ -1560,7 +1524,7 @@ def test_dispatcher_with_send_buffers_until_sent(use_poll, chan_map, peers):
             pass
         return not d.out_buffer
 
-    assert pump(chan_map, use_poll, drained, passes=2000, timeout=0.01)
+    assert pump(chan_map, drained, use_poll=use_poll, passes=2000, timeout=0.01)
     p.settimeout(WAIT)
     rest = len(data) - sum(map(len, received))
     received.append(recv_exact(p, rest))
@@ -1589,11 +1553,11 @@ def test_file_dispatcher_on_a_pipe(use_poll, chan_map):
         assert d.connected and d._fileno != r
         assert not os.get_blocking(r)
         os.write(w, b"through a pipe")
-        assert pump(chan_map, use_poll, lambda: got)
+        assert pump(chan_map, lambda: got, use_poll=use_poll)
         assert got == [b"through a pipe"]
         os.close(w)
         w = None
-        assert pump(chan_map, use_poll, lambda: "close" in got)
+        assert pump(chan_map, lambda: "close" in got, use_poll=use_poll)
         # select() reports a read (recv() gets b'' and calls handle_close()); poll() POLLHUP
         assert [x for x in got if x] == [b"through a pipe", "close"]
         assert chan_map == {}
@@ -1652,11 +1616,11 @@ def test_socket_closed_behind_the_loops_back(use_poll, chan_map, peers):
     other_peer.sendall(b"still served")
     if use_poll:
         # poll() reports POLLNVAL: handle_close()
-        assert pump(chan_map, True, lambda: d.events and other.events)
+        assert pump(chan_map, lambda: d.events and other.events, use_poll=True)
         assert d.events == [("close",)]
     elif IMPL == "rs":
         # ours: the stale channel is dropped silently, the others are served
-        assert pump(chan_map, False, lambda: other.events)
+        assert pump(chan_map, lambda: other.events, use_poll=False)
         assert d.events == []
     else:
         # CPython's select() raises EBADF out of loop()
@@ -1664,7 +1628,7 @@ def test_socket_closed_behind_the_loops_back(use_poll, chan_map, peers):
             asyncore.loop(timeout=0.05, use_poll=False, map=chan_map, count=1)
         assert info.value.errno == errno.EBADF
         d.del_channel()
-        assert pump(chan_map, False, lambda: other.events)
+        assert pump(chan_map, lambda: other.events, use_poll=False)
     assert other.events == [("read", b"still served")]
 
 
@@ -1721,7 +1685,7 @@ def test_oob_data_triggers_handle_expt_under_select(chan_map):
 
         Client(client, map=chan_map)
         conn.send(b"!", socket.MSG_OOB)
-        assert pump(chan_map, False, lambda: got)
+        assert pump(chan_map, lambda: got, use_poll=False)
         assert got == [b"!"]
 
 
@@ -1735,7 +1699,7 @@ def test_linger_reset_connection_is_closed(chan_map):
     d = Recorder(conn, map=chan_map)
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     client.close()
-    assert pump(chan_map, True, lambda: not chan_map)
+    assert pump(chan_map, lambda: not chan_map, use_poll=True)
     assert d.events[-1] == ("close",)
 
 

@@ -23,16 +23,8 @@ import threading
 import time
 
 import pytest
-from _dropin import (
-    DEADLINE,
-    HOST,
-    IPV6_ENABLED,
-    TIMEOUT,
-    HOSTv6,
-    SSLConnection,
-    client_context,
-    run_in_threads,
-)
+from _common import HOST, HOSTv6
+from _dropin import DEADLINE, IPV6_ENABLED, TIMEOUT, SSLConnection, client_context, run_in_threads
 from _impl import asynchat, asyncore
 
 LIST_DATA = "foo\r\nbar\r\n non-ascii char \xae\r\n"

@@ -18,7 +18,8 @@ import threading
 import time
 
 import pytest
-from _dropin import DEADLINE, HOST, TIMEOUT, SSLConnection, client_context, server_context
+from _common import HOST
+from _dropin import DEADLINE, TIMEOUT, SSLConnection, client_context, server_context
 from _impl import asynchat, asyncore
 
 MESSAGES = [

@@ -18,7 +18,8 @@ import subprocess
 import sys
 
 import pytest
-from _dropin import DEADLINE, HOST, PRELUDE, TIMEOUT, run_in_threads
+from _common import HOST
+from _dropin import DEADLINE, PRELUDE, TIMEOUT, run_in_threads
 from _impl import IMPL
 
 pytestmark = pytest.mark.skipif(

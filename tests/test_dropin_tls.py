@@ -13,15 +13,8 @@ import ssl
 import sys
 
 import pytest
-from _dropin import (
-    HOST,
-    TIMEOUT,
-    LoopThread,
-    client_context,
-    run_in_threads,
-    server_context,
-    wait_for,
-)
+from _common import HOST
+from _dropin import TIMEOUT, LoopThread, client_context, run_in_threads, server_context, wait_for
 from _impl import asynchat, asyncore
 
 USE_POLL = pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])

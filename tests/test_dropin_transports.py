@@ -11,7 +11,8 @@ import tempfile
 import threading
 
 import pytest
-from _dropin import DEADLINE, HAS_AF_UNIX, HOST, IPV6_ENABLED, HOSTv6, LoopThread, wait_for
+from _common import HOST, HOSTv6
+from _dropin import DEADLINE, HAS_AF_UNIX, IPV6_ENABLED, LoopThread, wait_for
 from _impl import asynchat, asyncore
 
 USE_POLL = pytest.mark.parametrize("use_poll", [False, True], ids=["select", "poll"])

@@ -1,4 +1,4 @@
-"""Runs the differential scanner fuzzer (tests/fuzz_scanner.py) for about 5 seconds.
+"""Runs the differential scanner fuzzer (tools/fuzz_scanner.py) for about 5 seconds.
 
 Seeded random search, so a failure reproduces with the seed printed in the output; the longer
 runs (atheris, other seeds) are described in docs/reliability.rst.
@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 
-FUZZER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_scanner.py")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FUZZER = os.path.join(ROOT, "tools", "fuzz_scanner.py")
 
 
 def test_scanner_fuzz_finds_no_difference(tmp_path):

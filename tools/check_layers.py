@@ -5,6 +5,10 @@ groups headed by a `// layer: NAME` comment. A module may use the modules
 declared before it (in its own layer or a lower one), never one declared after
 it, nor itself through `crate::`. Every src/*.rs file must be declared.
 
+Each module's doc comment ends with what it uses, which must be true:
+`//! Uses: a, b, c.` (the modules it names through `crate::`, sorted) or
+`//! Uses nothing from the crate.`
+
     python tools/check_layers.py           # exit status 1 on a violation
     python tools/check_layers.py --list    # also print the layers
 """
@@ -53,6 +57,22 @@ def references(path: Path) -> set[str]:
     return found
 
 
+USES = re.compile(r"^//! Uses(?::\s*(?P<mods>[^.]*)\.|(?P<none> nothing from the crate\.))", re.M)
+
+
+def declared_uses(path: Path) -> "set[str] | None":
+    """The modules the doc comment says `path` uses; None if it says nothing."""
+    header = "\n".join(line for line in path.read_text().splitlines() if line.startswith("//!"))
+    # A list may wrap over several `//!` lines.
+    header = re.sub(r",\n//!\s*", ", ", header)
+    m = USES.search(header)
+    if not m:
+        return None
+    if m.group("none"):
+        return set()
+    return {name.strip() for name in m.group("mods").split(",")}
+
+
 def check(src: Path = SRC) -> list[str]:
     layers = declared_layers(src / "lib.rs")
     order = [m for _, mods in layers for m in mods]
@@ -68,6 +88,15 @@ def check(src: Path = SRC) -> list[str]:
         if not path.is_file():
             problems.append(f"src/lib.rs declares `{mod}`, but src/{mod}.rs does not exist")
             continue
+        used = {r for r in references(path) if r in rank and r != mod}
+        said = declared_uses(path)
+        if said is None:
+            problems.append(f"src/{mod}.rs: its doc comment does not say what it uses (//! Uses:)")
+        elif said != used:
+            problems.append(
+                f"src/{mod}.rs: the doc comment says it uses {sorted(said)}, "
+                f"but it uses {sorted(used)}"
+            )
         for ref in sorted(references(path)):
             if ref not in rank:
                 continue  # an item of lib.rs itself, or a macro path

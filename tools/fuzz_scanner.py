@@ -18,10 +18,10 @@ Four drivers feed the same program:
 find_prefix_at_end() is also compared on random haystack/needle pairs.
 
 Usage:
-  python tests/fuzz_scanner.py --seconds 20             # bounded run (atheris if installed)
-  python tests/fuzz_scanner.py --engine random --seed 1 --seconds 5
-  python tests/fuzz_scanner.py --engine atheris --seconds 60 [corpus_dir]
-  python tests/fuzz_scanner.py --replay findings.txt    # re-run saved programs
+  python tools/fuzz_scanner.py --seconds 20             # bounded run (atheris if installed)
+  python tools/fuzz_scanner.py --engine random --seed 1 --seconds 5
+  python tools/fuzz_scanner.py --engine atheris --seconds 60 [corpus_dir]
+  python tools/fuzz_scanner.py --replay findings.txt    # re-run saved programs
 Exit status: 0 when no difference was found, 1 otherwise (each difference is printed, shrunk,
 as a program literal that --replay accepts).
 """
@@ -35,7 +35,10 @@ import socket
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The modules under test and the reference come from the test suite's helpers.
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+)
 
 from _impl import IMPL  # noqa: E402
 from _impl import asynchat as impl_chat  # noqa: E402
