@@ -9,7 +9,6 @@
 //! (they tell us through `ChannelNotify`), and channels whose `readable()` /
 //! `writable()` are Python overrides (called every pass, as CPython does).
 
-use std::os::fd::RawFd;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -19,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt};
 
 use crate::channel::Dispatcher;
-use crate::fd_map::{FdHash, FdSet};
+use crate::fd_map::{FdHash, FdSet, RawFd};
 use crate::interest::{interest, trackable, tracked_interest, Mode};
 use crate::registrations::{Refresh, Registrations};
 use crate::socket_map::{ChangeLog, Changes};

@@ -7,14 +7,13 @@
 //! `add`, `apply` and `remove`). A pass then costs what is active, not what
 //! is registered. Uses the poller, link.rs, fd_map.rs and interest.rs's WKind.
 
-use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 
 use crate::errors::os_error;
-use crate::fd_map::{FdMap, FdSet};
+use crate::fd_map::{FdMap, FdSet, RawFd};
 use crate::interest::WKind;
 use crate::link::{ChannelNotify, LoopShared};
 use crate::poller::{poll_flags, Poller, Watch, POLLIN, POLLNVAL, POLLOUT, WANT_R, WANT_W};
@@ -57,7 +56,7 @@ pub struct Registrations {
 
 impl Registrations {
     pub fn new(py: Python<'_>) -> PyResult<Self> {
-        let poller = Poller::new().map_err(|e| os_error(py, e.raw_os_error().unwrap_or(0)))?;
+        let poller = Poller::new(py)?;
         Ok(Registrations {
             shared: Arc::new(LoopShared::new(poller)),
             regs: FdMap::default(),
