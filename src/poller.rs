@@ -498,10 +498,17 @@ mod portable {
         }
     }
 
-    /// poll(2)'s flags as far as the crate's `Event` tells them (exact on
-    /// IOCP, where this is all there is; on POSIX `exact_flags` replaces them).
+    /// poll(2)'s flags as far as the crate's `Event` tells them: all there is
+    /// on Windows (IOCP); on POSIX `exact_flags` replaces them.
     pub(super) fn flags_of(ev: &polling::Event) -> u32 {
         use super::{POLLERR, POLLHUP, POLLIN, POLLOUT, POLLPRI};
+        if cfg!(windows) && ev.is_err() == Some(true) {
+            // A failed connect() (IOCP's CONNECT_FAIL, which the crate also
+            // calls readable and writable): Windows' select() reports it in
+            // the exceptional set only, where CPython's poll() sends it to
+            // handle_expt_event (SO_ERROR set: handle_close).
+            return POLLPRI;
+        }
         let mut f = 0;
         if ev.readable {
             f |= POLLIN;
