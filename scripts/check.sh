@@ -15,6 +15,24 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test --quiet
 
+step "Rust: clippy for macOS, FreeBSD and Windows (compiled, not run: the portable poller)"
+# pyo3 needs the target's Python version to cross-check (no interpreter or
+# libpython of the target is needed for `cargo clippy`).
+cross_py=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+for target in x86_64-apple-darwin aarch64-apple-darwin x86_64-unknown-freebsd x86_64-pc-windows-msvc; do
+    if ! command -v rustup >/dev/null; then
+        echo "SKIPPED: clippy --target $target (no rustup to add the target with)"
+        continue
+    fi
+    if ! rustup target list --installed | grep -qx "$target" \
+        && ! rustup target add "$target" >/dev/null 2>&1; then
+        echo "SKIPPED: clippy --target $target (rustup target add $target failed: offline?)"
+        continue
+    fi
+    echo "clippy --target $target"
+    PYO3_CROSS_PYTHON_VERSION="$cross_py" cargo clippy --quiet --target "$target" --all-targets -- -D warnings
+done
+
 step "Python: ruff"
 ruff check .
 ruff format --check .
@@ -27,6 +45,16 @@ python -m sphinx -W -q -b html docs docs/_build/html
 
 step "pytest (ported CPython suites, our own tests, fuzz, benchmark smoke run)"
 python -m pytest
+
+if [ "$(uname -s)" = Linux ]; then
+    # The portable poller (the polling crate's public API: kqueue on macOS and
+    # the BSDs, IOCP on Windows) is the only one there; on Linux it is chosen
+    # with ASYNCORE_RS_POLLER, so it runs the whole suite here too.
+    step "pytest again, on the portable poller (ASYNCORE_RS_POLLER=portable)"
+    ASYNCORE_RS_POLLER=portable python -c \
+        'from asyncore_rs import _core; n = _core._poller_name(); assert n == "portable", n'
+    ASYNCORE_RS_POLLER=portable python -m pytest
+fi
 
 step "Real CPython 3.12-3.15: the release-built wheel installed in a fresh venv of each, pytest"
 # Finds or creates the interpreters (pyenv, PATH, a cached Debian sid root) and says what

@@ -24,7 +24,7 @@ use crate::names;
 use crate::output_batch;
 use crate::pyobj::{py_int, py_str};
 use crate::socket_map::map_write;
-use crate::sockio::{recv_bytes, send_obj};
+use crate::sockio::{recv_bytes, send_obj, AF_INET, SOCK_STREAM};
 
 impl Dispatcher {
     /// `dispatcher.handle_read_event`.
@@ -213,7 +213,7 @@ impl Dispatcher {
 
     // CPython's defaults: socket.AF_INET, socket.SOCK_STREAM.
     #[pyo3(
-        signature = (family = py_int(libc::AF_INET), r#type = py_int(libc::SOCK_STREAM)),
+        signature = (family = py_int(AF_INET), r#type = py_int(SOCK_STREAM)),
         text_signature = "($self, family=socket.AF_INET, type=socket.SOCK_STREAM)"
     )]
     fn create_socket(slf: &Bound<'_, Self>, family: Py<PyAny>, r#type: Py<PyAny>) -> PyResult<()> {

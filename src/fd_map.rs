@@ -4,7 +4,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::os::fd::RawFd;
+
+/// A map key's descriptor: the fd on POSIX. On Windows, the SOCKET handle as
+/// CPython's select() takes it (`PyObject_AsFileDescriptor`, a C int).
+#[cfg(unix)]
+pub use std::os::fd::RawFd;
+#[cfg(windows)]
+pub type RawFd = std::ffi::c_int;
 
 /// fds are small, distinct integers: they hash to themselves (SipHash showed
 /// in profiles of the event path).

@@ -61,6 +61,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(event_loop::close_all, m)?)?;
     m.add_function(wrap_pyfunction!(errors::compact_traceback, m)?)?;
     m.add_function(wrap_pyfunction!(errors::strerror, m)?)?;
+    m.add_function(wrap_pyfunction!(poller::poller_name, m)?)?;
     m.add_function(wrap_pyfunction!(async_chat::find_prefix_at_end, m)?)?;
     loadgen::register(m)?;
     Ok(())

@@ -7,13 +7,12 @@
 //!
 //! Uses: fd_map, poller.
 
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pyo3::prelude::*;
 
-use crate::fd_map::FdMap;
+use crate::fd_map::{FdMap, RawFd};
 use crate::poller::Poller;
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

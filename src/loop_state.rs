@@ -11,7 +11,6 @@
 //!
 //! Uses: channel, fd_map, interest, names, registrations, socket_map.
 
-use std::os::fd::RawFd;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -20,7 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt};
 
 use crate::channel::Dispatcher;
-use crate::fd_map::{FdHash, FdSet};
+use crate::fd_map::{FdHash, FdSet, RawFd};
 use crate::interest::{derivable, derived_interest, interest, Mode};
 use crate::names;
 use crate::registrations::{Refresh, Registrations};

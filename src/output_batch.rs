@@ -39,11 +39,10 @@
 //! pushes and then blocks waiting for the peer's answer inside the same window
 //! waits until its block times out.
 //!
-//! Uses: channel, errors, fifo, names, sockio.
+//! Uses: channel, errors, fd_map, fifo, names, sockio.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
 use std::sync::atomic::Ordering;
 
 use pyo3::prelude::*;
@@ -51,9 +50,12 @@ use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
 
 use crate::channel::{producer_fifo_of, socket_of, Dispatcher};
 use crate::errors::{call_in_except, is_disconnect, os_error};
+use crate::fd_map::RawFd;
 use crate::fifo::Fifo;
 use crate::names;
-use crate::sockio::{last_errno, plain_fd};
+use crate::sockio::plain_fd;
+#[cfg(unix)]
+use crate::sockio::{last_errno, SEND_FLAGS};
 
 #[derive(Default)]
 struct Dispatch {
@@ -155,6 +157,11 @@ pub fn has_queued(slf: &Bound<'_, Dispatcher>) -> bool {
 /// Whether the socket is a plain, open `socket.socket` that no Python object
 /// but the channel holds, so nothing can write to it behind the queue.
 fn socket_is_exclusive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
+    if cfg!(windows) {
+        // The queue goes out in one sendmsg(), a POSIX call: on Windows every
+        // send is real, as CPython's.
+        return Ok(false);
+    }
     let sock = socket_of(slf)?;
     // Two references: the channel's field and `sock` here. A subclass that
     // shadows `socket` keeps another one in its __dict__, and loses batching.
@@ -344,6 +351,7 @@ fn send_queue(
 }
 
 /// `sendmsg()` of the items and `extra`, without blocking or SIGPIPE.
+#[cfg(unix)]
 fn sendmsg(
     py: Python<'_>,
     fd: RawFd,
@@ -363,9 +371,20 @@ fn sendmsg(
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = iov.len() as _;
-        libc::sendmsg(fd, &raw const msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        libc::sendmsg(fd, &raw const msg, SEND_FLAGS)
     };
     usize::try_from(n).map_err(|_| last_errno())
+}
+
+/// Windows: never reached. Nothing is queued there (see `socket_is_exclusive`).
+#[cfg(windows)]
+fn sendmsg(
+    _py: Python<'_>,
+    _fd: RawFd,
+    _items: &[Py<PyBytes>],
+    _extra: Option<&Bound<'_, PyBytes>>,
+) -> Result<usize, i32> {
+    Err(libc::EBADF)
 }
 
 /// Puts the items the kernel did not take (the first `sent` bytes went out)

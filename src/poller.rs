@@ -1,23 +1,33 @@
-//! Owns the kernel's readiness interface, behind one type: `Poller` owns the
-//! epoll instance, its registrations and its wait, and speaks poll(2)'s flag
-//! values, which is what the loop and CPython's `poll2()` speak.
+//! The kernel's readiness interface, behind one type: `Poller` owns the
+//! kernel's poll set, its registrations and its wait, and speaks poll(2)'s
+//! flag values, which is what the loop and CPython's `poll2()` speak.
 //!
-//! Everything epoll-specific is in this file: a poller for another kernel
-//! (kqueue, IOCP through the polling crate) is another `Poller` with the same
-//! methods, chosen by `cfg`.
+//! Two implementations, chosen when a loop state creates its poller:
+//! - `epoll` (Linux only, the default there): registrations through the
+//!   polling crate, the wait an epoll_wait on the crate's epoll fd, whose raw
+//!   event bits are poll(2)'s. The fastest path: one syscall per wait.
+//! - `portable` (the only one on other systems; on Linux when the
+//!   environment says `ASYNCORE_RS_POLLER=portable`, which the test command
+//!   uses to run the whole suite on it): the polling crate's public API alone
+//!   (kqueue on macOS and the BSDs, IOCP/wepoll on Windows, epoll on Linux).
+//!   The crate's `Event` folds poll(2)'s flags together (readable means IN,
+//!   HUP, ERR or PRI on epoll; kqueue reports no HUP/ERR/PRI at all), so on
+//!   POSIX the fds it reports ready are asked again with a zero-timeout
+//!   poll(2), which gives the exact flags CPython's `poll2()` sees.
 //!
-//! Uses: errors.
+//! Uses: errors, fd_map.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use polling::{Event, PollMode};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use crate::errors::os_error;
+use crate::fd_map::RawFd;
 
-// poll(2) flag values, as `select.POLL*` has them on Linux.
+// poll(2) flag values, as `select.POLL*` has them on Linux (and on macOS and
+// FreeBSD: the traditional values).
 pub const POLLIN: u32 = 0x001;
 pub const POLLPRI: u32 = 0x002;
 pub const POLLOUT: u32 = 0x004;
@@ -30,76 +40,115 @@ pub const WANT_R: u8 = 1;
 pub const WANT_W: u8 = 2;
 pub const WANT_P: u8 = 4;
 
+/// The environment variable that chooses the poller of new loop states.
+pub const POLLER_ENV: &str = "ASYNCORE_RS_POLLER";
+
 /// How the kernel took a registration.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Watch {
-    /// In the epoll set (or out of it, while nothing is wanted).
+    /// In the kernel's set (or out of it, while nothing is wanted).
     Polled,
-    /// epoll refuses regular files (EPERM); poll() calls them always ready.
+    /// Regular files (epoll refuses them with EPERM); poll() calls them
+    /// always ready.
     AlwaysReady,
     /// The fd is not open: select() raises EBADF, poll() reports POLLNVAL.
     Invalid,
 }
 
-/// An epoll instance, level-triggered. It is shared with the channels it
-/// polls (for `unwatch`); the buffer a wait fills is the waiter's (`Events`).
-pub struct Poller {
-    /// Registrations go through the polling crate.
-    epoll: polling::Poller,
+/// The kernel's poll set of one loop state.
+pub struct Poller(Imp);
+
+enum Imp {
+    #[cfg(target_os = "linux")]
+    Epoll(epoll::Epoll),
+    Portable(portable::Portable),
 }
 
-/// The buffer `Poller::wait` fills, owned by the one loop state that waits.
-pub struct Events(Vec<libc::epoll_event>);
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    #[cfg(target_os = "linux")]
+    Epoll,
+    Portable,
+}
 
-impl Events {
-    pub fn new() -> Self {
-        Events(Vec::with_capacity(1024))
+#[cfg(target_os = "linux")]
+const DEFAULT: Kind = Kind::Epoll;
+#[cfg(not(target_os = "linux"))]
+const DEFAULT: Kind = Kind::Portable;
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            #[cfg(target_os = "linux")]
+            Kind::Epoll => "epoll",
+            Kind::Portable => "portable",
+        }
+    }
+
+    /// The poller `ASYNCORE_RS_POLLER` asks for: unset or empty is the
+    /// platform's default; anything unknown is an error, not a silent default.
+    fn from_env() -> PyResult<Kind> {
+        let Some(value) = std::env::var_os(POLLER_ENV) else {
+            return Ok(DEFAULT);
+        };
+        match value.to_str() {
+            Some("") => Ok(DEFAULT),
+            Some("portable") => Ok(Kind::Portable),
+            #[cfg(target_os = "linux")]
+            Some("epoll") => Ok(Kind::Epoll),
+            _ => {
+                let choices = if cfg!(target_os = "linux") {
+                    "'epoll' or 'portable'"
+                } else {
+                    "'portable'"
+                };
+                Err(PyValueError::new_err(format!(
+                    "{POLLER_ENV} must be {choices} (or unset), not {value:?}"
+                )))
+            }
+        }
     }
 }
 
+/// The name of the poller a loop state created now would use (`ASYNCORE_RS_POLLER`
+/// read now): `"epoll"` or `"portable"`. For tests and bug reports.
+#[pyfunction]
+#[pyo3(name = "_poller_name")]
+pub fn poller_name() -> PyResult<&'static str> {
+    Kind::from_env().map(Kind::name)
+}
+
 impl Poller {
-    pub fn new() -> io::Result<Self> {
-        Ok(Poller {
-            epoll: polling::Poller::new()?,
-        })
+    /// A poller of the kind `ASYNCORE_RS_POLLER` chooses.
+    pub fn new(py: Python<'_>) -> PyResult<Self> {
+        let kind = Kind::from_env()?;
+        let imp = match kind {
+            #[cfg(target_os = "linux")]
+            Kind::Epoll => epoll::Epoll::new().map(Imp::Epoll),
+            Kind::Portable => portable::Portable::new(py).map(Imp::Portable),
+        };
+        imp.map(Poller)
+            .map_err(|e| os_error(py, e.raw_os_error().unwrap_or(0)))
     }
 
     /// Asks for the events in `want` (not 0) on `fd`; `added` says whether
     /// `fd` is in the set already. A stale registration is mended either
     /// way (a failing modify falls back to add, and the reverse).
     pub fn watch(&self, fd: RawFd, want: u8, added: bool) -> io::Result<Watch> {
-        let ev = event(fd, want);
-        // SAFETY: fd belongs to a channel in the map; it is deleted from the
-        // poller before removal (unwatch, called by the registration's owner
-        // and by the channel's del_channel), and stale numbers are re-added
-        // fresh.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        let result = if added {
-            match self.epoll.modify_with_mode(borrowed, ev, PollMode::Level) {
-                // SAFETY: as above.
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => unsafe {
-                    self.epoll.add_with_mode(fd, ev, PollMode::Level)
-                },
-                other => other,
-            }
-        } else {
-            // SAFETY: as above.
-            match unsafe { self.epoll.add_with_mode(fd, ev, PollMode::Level) } {
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                    self.epoll.modify_with_mode(borrowed, ev, PollMode::Level)
-                }
-                other => other,
-            }
+        if fd < 0 {
+            // Not an fd (the loop rejects negative keys before this).
+            return Ok(Watch::Invalid);
+        }
+        let result = match &self.0 {
+            #[cfg(target_os = "linux")]
+            Imp::Epoll(p) => p.watch(fd, want, added),
+            Imp::Portable(p) => p.watch(fd, want, added),
         };
         match result {
-            Ok(()) => Ok(Watch::Polled),
-            Err(e) => match e.raw_os_error() {
-                Some(libc::EPERM) => Ok(Watch::AlwaysReady),
-                // Not an open fd we can watch (closed behind our back, or its
-                // number now taken by our own epoll fd).
-                Some(libc::EBADF | libc::EINVAL | libc::ELOOP) => Ok(Watch::Invalid),
-                _ => Err(e),
-            },
+            Ok(w) => Ok(w),
+            Err(e) if is_refused(&e) => Ok(Watch::AlwaysReady),
+            Err(e) if is_invalid(&e) => Ok(Watch::Invalid),
+            Err(e) => Err(e),
         }
     }
 
@@ -107,66 +156,69 @@ impl Poller {
     /// or never added), which is normal: user code closes sockets behind the
     /// loop's back.
     pub fn unwatch(&self, fd: RawFd) {
-        // SAFETY: fd is only borrowed for the call; a closed fd makes the
-        // call fail, which is ignored.
-        let _ = self.epoll.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+        if fd < 0 {
+            return;
+        }
+        match &self.0 {
+            #[cfg(target_os = "linux")]
+            Imp::Epoll(p) => p.unwatch(fd),
+            Imp::Portable(p) => p.unwatch(fd),
+        }
     }
 
     /// Waits up to `timeout` (None: forever) with the GIL released, then calls
-    /// `on_event(fd, poll flags)` for each ready fd. EINTR runs the signal
-    /// handlers and waits for what is left (PEP 475).
-    ///
-    /// Registrations go through the polling crate; the wait itself calls
-    /// epoll_wait on the crate's epoll fd, because poll()'s semantics need the
-    /// raw flags (POLLIN apart from POLLHUP and POLLPRI), which the crate's
-    /// `Event` folds into "readable".
+    /// `on_event(fd, poll flags)` once for each ready fd. EINTR runs the
+    /// signal handlers and waits for what is left (PEP 475).
     pub fn wait(
         &self,
         py: Python<'_>,
-        events: &mut Events,
         timeout: Option<Duration>,
-        mut on_event: impl FnMut(RawFd, u32),
+        on_event: impl FnMut(RawFd, u32),
     ) -> PyResult<()> {
-        let events = &mut events.0;
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let epfd = self.epoll.as_raw_fd();
-        let cap = events.capacity();
-        let n = loop {
-            let ms = deadline.map_or(-1, |d| {
-                // Round up: a 0.1 ms select() timeout must not become a busy loop.
-                let left = d.saturating_duration_since(Instant::now());
-                i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
-            });
-            let buf = events.as_mut_ptr() as usize;
-            // SAFETY: `buf` has room for `cap` events; the GIL is not needed.
-            let n = py.detach(move || unsafe {
-                libc::epoll_wait(epfd, buf as *mut libc::epoll_event, cap as i32, ms)
-            });
-            if n >= 0 {
-                break n as usize;
-            }
-            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-            if errno != libc::EINTR {
-                return Err(os_error(py, errno));
-            }
-            // PEP 475: run the signal handlers, then wait for what is left.
-            py.check_signals()?;
-        };
-        // SAFETY: epoll_wait initialised the first n entries.
-        unsafe { events.set_len(n) };
-        for ev in events.drain(..) {
-            // epoll's event bits are poll(2)'s on Linux (tested below).
-            let (flags, key) = (ev.events, ev.u64);
-            if let Ok(fd) = RawFd::try_from(key) {
-                on_event(fd, flags);
-            }
+        match &self.0 {
+            #[cfg(target_os = "linux")]
+            Imp::Epoll(p) => p.wait(py, timeout, on_event),
+            Imp::Portable(p) => p.wait(py, timeout, on_event),
         }
-        Ok(())
     }
 }
 
-fn event(fd: RawFd, want: u8) -> Event {
-    let mut ev = Event::new(fd as usize, want & WANT_R != 0, want & WANT_W != 0);
+/// The kernel will not poll this kind of file (epoll: EPERM for regular
+/// files and directories); poll(2) calls it always ready.
+fn is_refused(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        e.raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(windows)]
+    {
+        let _ = e;
+        false
+    }
+}
+
+/// Not an open fd we can watch (closed behind our back, or its number now
+/// taken by the poller's own fd).
+fn is_invalid(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EBADF | libc::EINVAL | libc::ELOOP)
+        )
+    }
+    #[cfg(windows)]
+    {
+        // WSAENOTSOCK, ERROR_INVALID_HANDLE: what select() raises for a
+        // closed socket on Windows.
+        matches!(e.raw_os_error(), Some(10038 | 6))
+    }
+}
+
+/// The crate's interest for `want`. `set_priority` is a no-op where the
+/// kernel has no such filter (kqueue): see the portable poller.
+fn event(fd: RawFd, want: u8) -> polling::Event {
+    let mut ev = polling::Event::new(fd as usize, want & WANT_R != 0, want & WANT_W != 0);
     ev.set_priority(want & WANT_P != 0);
     ev
 }
@@ -187,6 +239,443 @@ pub fn poll_flags(ready: u32, want: u8) -> u32 {
     f
 }
 
+/// The epoll poller: the fast path on Linux.
+#[cfg(target_os = "linux")]
+mod epoll {
+    use std::io;
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    use std::sync::{Mutex, PoisonError};
+    use std::time::{Duration, Instant};
+
+    use polling::PollMode;
+    use pyo3::prelude::*;
+
+    use super::{event, Watch};
+    use crate::errors::os_error;
+    use crate::fd_map::RawFd;
+
+    /// An epoll instance, level-triggered, and the buffer its wait fills.
+    pub struct Epoll {
+        /// Registrations go through the polling crate.
+        epoll: polling::Poller,
+        /// Only the loop that owns this poller waits on it; the lock is never
+        /// contended (a `Poller` is shared with its channels for `unwatch`).
+        events: Mutex<Vec<libc::epoll_event>>,
+    }
+
+    impl Epoll {
+        pub fn new() -> io::Result<Self> {
+            Ok(Epoll {
+                epoll: polling::Poller::new()?,
+                events: Mutex::new(Vec::with_capacity(1024)),
+            })
+        }
+
+        pub fn watch(&self, fd: RawFd, want: u8, added: bool) -> io::Result<Watch> {
+            let ev = event(fd, want);
+            // SAFETY: fd belongs to a channel in the map; it is deleted from the
+            // poller before removal (unwatch, called by the registration's owner
+            // and by the channel's del_channel), and stale numbers are re-added
+            // fresh.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            if added {
+                match self.epoll.modify_with_mode(borrowed, ev, PollMode::Level) {
+                    // SAFETY: as above.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => unsafe {
+                        self.epoll.add_with_mode(fd, ev, PollMode::Level)
+                    },
+                    other => other,
+                }
+            } else {
+                // SAFETY: as above.
+                match unsafe { self.epoll.add_with_mode(fd, ev, PollMode::Level) } {
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        self.epoll.modify_with_mode(borrowed, ev, PollMode::Level)
+                    }
+                    other => other,
+                }
+            }
+            .map(|()| Watch::Polled)
+        }
+
+        pub fn unwatch(&self, fd: RawFd) {
+            // SAFETY: fd is only borrowed for the call; a closed fd makes the
+            // call fail, which is ignored.
+            let _ = self.epoll.delete(unsafe { BorrowedFd::borrow_raw(fd) });
+        }
+
+        /// Registrations go through the polling crate; the wait itself calls
+        /// epoll_wait on the crate's epoll fd, because poll()'s semantics need
+        /// the raw flags (POLLIN apart from POLLHUP and POLLPRI), which the
+        /// crate's `Event` folds into "readable".
+        pub fn wait(
+            &self,
+            py: Python<'_>,
+            timeout: Option<Duration>,
+            mut on_event: impl FnMut(RawFd, u32),
+        ) -> PyResult<()> {
+            let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+            let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+            let epfd = self.epoll.as_raw_fd();
+            let cap = events.capacity();
+            let n = loop {
+                let ms = deadline.map_or(-1, |d| {
+                    // Round up: a 0.1 ms select() timeout must not become a busy loop.
+                    let left = d.saturating_duration_since(Instant::now());
+                    i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+                });
+                let buf = events.as_mut_ptr() as usize;
+                // SAFETY: `buf` has room for `cap` events; the GIL is not needed.
+                let n = py.detach(move || unsafe {
+                    libc::epoll_wait(epfd, buf as *mut libc::epoll_event, cap as i32, ms)
+                });
+                if n >= 0 {
+                    break n as usize;
+                }
+                let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                if errno != libc::EINTR {
+                    return Err(os_error(py, errno));
+                }
+                // PEP 475: run the signal handlers, then wait for what is left.
+                py.check_signals()?;
+            };
+            // SAFETY: epoll_wait initialised the first n entries.
+            unsafe { events.set_len(n) };
+            for ev in events.drain(..) {
+                // epoll's event bits are poll(2)'s on Linux (tested below).
+                let (flags, key) = (ev.events, ev.u64);
+                if let Ok(fd) = RawFd::try_from(key) {
+                    on_event(fd, flags);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The portable poller: the polling crate's public API, and on POSIX a
+/// zero-timeout poll(2) of the fds it reports, for poll(2)'s exact flags.
+mod portable {
+    use std::ffi::c_ulong;
+    use std::io;
+    use std::num::NonZeroUsize;
+    use std::sync::{Mutex, PoisonError};
+    use std::time::{Duration, Instant};
+
+    use polling::{Events, PollMode};
+    use pyo3::prelude::*;
+
+    use super::{event, Watch};
+    use crate::errors::os_error;
+    use crate::fd_map::RawFd;
+
+    /// The longest the main thread waits without running Python's signal
+    /// handlers. The crate retries EINTR inside its wait (it never returns
+    /// it), so a Ctrl-C during a long `loop(timeout=30)` would otherwise wait
+    /// for the timeout; CPython's select()/poll() run the handlers at once
+    /// (PEP 475). Other threads never run signal handlers: they wait whole.
+    const SIGNAL_SLICE: Duration = Duration::from_millis(100);
+
+    pub struct Portable {
+        poller: polling::Poller,
+        /// Only the loop that owns this poller waits on it; the lock is never
+        /// contended (a `Poller` is shared with its channels for `unwatch`).
+        scratch: Mutex<Scratch>,
+        /// The Python thread that runs signal handlers (`threading.main_thread()`).
+        main_thread: Option<c_ulong>,
+    }
+
+    struct Scratch {
+        events: Events,
+        /// The fds reported ready, and their flags (kqueue reports a read
+        /// and a write event of one fd apart).
+        ready: Vec<(RawFd, u32)>,
+        #[cfg(unix)]
+        pollfds: Vec<libc::pollfd>,
+    }
+
+    impl Portable {
+        pub fn new(py: Python<'_>) -> io::Result<Self> {
+            Ok(Portable {
+                poller: polling::Poller::new()?,
+                scratch: Mutex::new(Scratch {
+                    events: Events::with_capacity(
+                        NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+                    ),
+                    ready: Vec::new(),
+                    #[cfg(unix)]
+                    pollfds: Vec::new(),
+                }),
+                main_thread: main_thread_ident(py),
+            })
+        }
+
+        pub fn watch(&self, fd: RawFd, want: u8, added: bool) -> io::Result<Watch> {
+            #[cfg(unix)]
+            if !added {
+                if let Some(w) = unpollable(fd) {
+                    return Ok(w);
+                }
+            }
+            let ev = event(fd, want);
+            // SAFETY: fd belongs to a channel in the map; it is deleted from the
+            // poller before removal (unwatch, called by the registration's owner
+            // and by the channel's del_channel), and stale numbers are re-added
+            // fresh.
+            let borrowed = unsafe { source::borrow(fd) };
+            let raw = source::raw(fd);
+            let result = if added {
+                match self.poller.modify_with_mode(borrowed, ev, PollMode::Level) {
+                    // SAFETY: as above.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => unsafe {
+                        self.poller.add_with_mode(raw, ev, PollMode::Level)
+                    },
+                    other => other,
+                }
+            } else {
+                // SAFETY: as above.
+                match unsafe { self.poller.add_with_mode(raw, ev, PollMode::Level) } {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        self.poller.modify_with_mode(borrowed, ev, PollMode::Level)
+                    }
+                    other => other,
+                }
+            };
+            result.map(|()| Watch::Polled)
+        }
+
+        pub fn unwatch(&self, fd: RawFd) {
+            // SAFETY: fd is only borrowed for the call; a closed fd makes the
+            // call fail, which is ignored.
+            let _ = self.poller.delete(unsafe { source::borrow(fd) });
+        }
+
+        pub fn wait(
+            &self,
+            py: Python<'_>,
+            timeout: Option<Duration>,
+            mut on_event: impl FnMut(RawFd, u32),
+        ) -> PyResult<()> {
+            let mut guard = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+            let scratch = &mut *guard;
+            let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+            let sliced = self.main_thread == Some(this_thread_ident());
+            loop {
+                scratch.events.clear();
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                let slice = match left {
+                    Some(left) if sliced => Some(left.min(SIGNAL_SLICE)),
+                    None if sliced => Some(SIGNAL_SLICE),
+                    other => other,
+                };
+                let (poller, events) = (&self.poller, &mut scratch.events);
+                if let Err(e) = py.detach(|| poller.wait(events, slice)) {
+                    return Err(os_error(py, e.raw_os_error().unwrap_or(libc::EIO)));
+                }
+                if !scratch.events.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                // A slice ended, or a spurious wake-up: run the signal
+                // handlers (PEP 475), then wait for what is left.
+                py.check_signals()?;
+            }
+            scratch.ready.clear();
+            scratch.ready.extend(
+                scratch
+                    .events
+                    .iter()
+                    .map(|ev| (ev.key as RawFd, flags_of(&ev))),
+            );
+            merge_by_fd(&mut scratch.ready);
+            #[cfg(unix)]
+            exact_flags(py, &mut scratch.ready, &mut scratch.pollfds)?;
+            for &(fd, flags) in &scratch.ready {
+                if flags != 0 {
+                    on_event(fd, flags);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// poll(2)'s flags as far as the crate's `Event` tells them: all there is
+    /// on Windows (IOCP); on POSIX `exact_flags` replaces them.
+    pub(super) fn flags_of(ev: &polling::Event) -> u32 {
+        use super::{POLLERR, POLLHUP, POLLIN, POLLOUT, POLLPRI};
+        if cfg!(windows) && ev.is_err() == Some(true) {
+            // A failed connect() (IOCP's CONNECT_FAIL, which the crate also
+            // calls readable and writable): Windows' select() reports it in
+            // the exceptional set only, where CPython's poll() sends it to
+            // handle_expt_event (SO_ERROR set: handle_close).
+            return POLLPRI;
+        }
+        let mut f = 0;
+        if ev.readable {
+            f |= POLLIN;
+        }
+        if ev.writable {
+            f |= POLLOUT;
+        }
+        if ev.is_priority() {
+            f |= POLLPRI;
+        }
+        if ev.is_interrupt() {
+            f |= POLLHUP;
+        }
+        if ev.is_err() == Some(true) {
+            f |= POLLERR;
+        }
+        f
+    }
+
+    /// One entry per fd, its flags or-ed (kqueue reports the read and the
+    /// write filter of one fd as two events).
+    pub(super) fn merge_by_fd(ready: &mut Vec<(RawFd, u32)>) {
+        ready.sort_unstable_by_key(|&(fd, _)| fd);
+        ready.dedup_by(|later, kept| {
+            if later.0 == kept.0 {
+                kept.1 |= later.1;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Replaces the flags of the fds the crate reported with poll(2)'s own,
+    /// from one zero-timeout poll(2): the crate's `Event` cannot say POLLIN
+    /// apart from POLLHUP, POLLERR and POLLPRI (epoll), or report them at
+    /// all (kqueue), and CPython's `poll2()` acts on each. Every event is
+    /// asked for; `poll_flags` keeps what the registration wants.
+    #[cfg(unix)]
+    fn exact_flags(
+        py: Python<'_>,
+        ready: &mut [(RawFd, u32)],
+        pollfds: &mut Vec<libc::pollfd>,
+    ) -> PyResult<()> {
+        if ready.is_empty() {
+            return Ok(());
+        }
+        pollfds.clear();
+        pollfds.extend(ready.iter().map(|&(fd, _)| libc::pollfd {
+            fd,
+            events: libc::POLLIN | libc::POLLPRI | libc::POLLOUT,
+            revents: 0,
+        }));
+        loop {
+            // SAFETY: pollfds holds pollfds.len() initialised entries; a zero
+            // timeout does not block, so the GIL stays held.
+            let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, 0) };
+            if n >= 0 {
+                break;
+            }
+            let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+            if errno != libc::EINTR {
+                return Err(os_error(py, errno));
+            }
+            py.check_signals()?;
+        }
+        for (entry, pfd) in ready.iter_mut().zip(pollfds.iter()) {
+            entry.1 = from_poll_bits(pfd.revents);
+        }
+        Ok(())
+    }
+
+    /// The platform's poll(2) bits as ours (the same values on Linux, macOS
+    /// and FreeBSD; mapped one by one all the same).
+    #[cfg(unix)]
+    pub(super) fn from_poll_bits(revents: libc::c_short) -> u32 {
+        use super::{POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI};
+        [
+            (libc::POLLIN, POLLIN),
+            (libc::POLLPRI, POLLPRI),
+            (libc::POLLOUT, POLLOUT),
+            (libc::POLLERR, POLLERR),
+            (libc::POLLHUP, POLLHUP),
+            (libc::POLLNVAL, POLLNVAL),
+        ]
+        .iter()
+        .filter(|(bit, _)| revents & bit != 0)
+        .fold(0, |f, (_, ours)| f | ours)
+    }
+
+    /// What the kernel's poller would refuse or misreport, found before it is
+    /// asked: a closed fd (EBADF: invalid), and regular files, directories
+    /// and block devices, which poll(2) calls always ready (epoll refuses
+    /// them with EPERM; kqueue would report a regular file at its end as
+    /// not readable).
+    #[cfg(unix)]
+    fn unpollable(fd: RawFd) -> Option<Watch> {
+        // SAFETY: fstat writes into `st` only; a closed fd fails with EBADF.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstat(fd, &raw mut st) } != 0 {
+            return (io::Error::last_os_error().raw_os_error() == Some(libc::EBADF))
+                .then_some(Watch::Invalid);
+        }
+        matches!(
+            st.st_mode & libc::S_IFMT,
+            libc::S_IFREG | libc::S_IFDIR | libc::S_IFBLK
+        )
+        .then_some(Watch::AlwaysReady)
+    }
+
+    /// `threading.main_thread().ident`, the thread Python runs signal
+    /// handlers in (None if `threading` cannot say).
+    fn main_thread_ident(py: Python<'_>) -> Option<c_ulong> {
+        let main = py
+            .import("threading")
+            .ok()?
+            .call_method0("main_thread")
+            .ok()?;
+        main.getattr("ident").ok()?.extract::<c_ulong>().ok()
+    }
+
+    fn this_thread_ident() -> c_ulong {
+        // SAFETY: only reads the calling thread's id (the GIL is held).
+        unsafe { pyo3::ffi::PyThread_get_thread_ident() }
+    }
+
+    /// The crate's fd types: RawFd/BorrowedFd on POSIX, RawSocket/BorrowedSocket
+    /// on Windows (the SOCKET handle `fileno()` gave, never negative here).
+    #[cfg(unix)]
+    mod source {
+        use std::os::fd::BorrowedFd;
+
+        use crate::fd_map::RawFd;
+
+        pub fn raw(fd: RawFd) -> RawFd {
+            fd
+        }
+
+        /// # Safety
+        /// `fd` must not be -1; the borrow lasts one call of the crate.
+        pub unsafe fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
+            // SAFETY: the caller's.
+            unsafe { BorrowedFd::borrow_raw(fd) }
+        }
+    }
+
+    #[cfg(windows)]
+    mod source {
+        use std::os::windows::io::{BorrowedSocket, RawSocket};
+
+        use crate::fd_map::RawFd;
+
+        pub fn raw(fd: RawFd) -> RawSocket {
+            fd as RawSocket
+        }
+
+        /// # Safety
+        /// `fd` must be a SOCKET handle, not negative; the borrow lasts one
+        /// call of the crate.
+        pub unsafe fn borrow<'a>(fd: RawFd) -> BorrowedSocket<'a> {
+            // SAFETY: the caller's.
+            unsafe { BorrowedSocket::borrow_raw(raw(fd)) }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,13 +694,54 @@ mod tests {
         );
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn epoll_bits_are_poll_bits() {
-        // Poller::wait passes epoll's bits on as poll(2)'s.
+        // The epoll poller passes epoll's bits on as poll(2)'s.
         assert_eq!(libc::EPOLLIN as u32, POLLIN);
         assert_eq!(libc::EPOLLPRI as u32, POLLPRI);
         assert_eq!(libc::EPOLLOUT as u32, POLLOUT);
         assert_eq!(libc::EPOLLERR as u32, POLLERR);
         assert_eq!(libc::EPOLLHUP as u32, POLLHUP);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn poll_bits_map_one_by_one() {
+        use portable::from_poll_bits;
+        assert_eq!(
+            from_poll_bits(libc::POLLIN | libc::POLLHUP),
+            POLLIN | POLLHUP
+        );
+        assert_eq!(from_poll_bits(libc::POLLNVAL), POLLNVAL);
+        assert_eq!(
+            from_poll_bits(libc::POLLPRI | libc::POLLOUT),
+            POLLPRI | POLLOUT
+        );
+        assert_eq!(from_poll_bits(0), 0);
+    }
+
+    #[test]
+    fn events_of_one_fd_merge() {
+        let mut ready = vec![
+            (7, POLLIN),
+            (3, POLLOUT),
+            (7, POLLOUT),
+            (3, POLLHUP),
+            (5, 0),
+        ];
+        portable::merge_by_fd(&mut ready);
+        assert_eq!(
+            ready,
+            vec![(3, POLLOUT | POLLHUP), (5, 0), (7, POLLIN | POLLOUT)]
+        );
+    }
+
+    #[test]
+    fn event_flags_from_the_crate() {
+        let mut ev = polling::Event::readable(1);
+        assert_eq!(portable::flags_of(&ev), POLLIN);
+        ev.writable = true;
+        assert_eq!(portable::flags_of(&ev), POLLIN | POLLOUT);
     }
 }

@@ -9,17 +9,16 @@
 //!
 //! Uses: errors, fd_map, interest, link, poller.
 
-use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 
 use crate::errors::os_error;
-use crate::fd_map::{FdMap, FdSet};
+use crate::fd_map::{FdMap, FdSet, RawFd};
 use crate::interest::WKind;
 use crate::link::{ChannelNotify, LoopShared};
-use crate::poller::{poll_flags, Events, Poller, Watch, POLLIN, POLLNVAL, POLLOUT, WANT_R, WANT_W};
+use crate::poller::{poll_flags, Poller, Watch, POLLIN, POLLNVAL, POLLOUT, WANT_R, WANT_W};
 
 struct Reg {
     key: Py<PyAny>,
@@ -55,19 +54,17 @@ pub struct Registrations {
     asked_each_pass: FdSet,
     special: FdSet,
     wanting: usize,
-    events: Events,
 }
 
 impl Registrations {
     pub fn new(py: Python<'_>) -> PyResult<Self> {
-        let poller = Poller::new().map_err(|e| os_error(py, e.raw_os_error().unwrap_or(0)))?;
+        let poller = Poller::new(py)?;
         Ok(Registrations {
             shared: Arc::new(LoopShared::new(poller)),
             regs: FdMap::default(),
             asked_each_pass: FdSet::default(),
             special: FdSet::default(),
             wanting: 0,
-            events: Events::new(),
         })
     }
 
@@ -260,14 +257,11 @@ impl Registrations {
             Some(Duration::ZERO)
         };
         let regs = &self.regs;
-        let events = &mut self.events;
-        self.shared
-            .poller()
-            .wait(py, events, timeout, |fd, flags| {
-                if let Some(reg) = regs.get(&fd) {
-                    ready.push((fd, poll_flags(flags, reg.want), reg.want));
-                }
-            })?;
+        self.shared.poller().wait(py, timeout, |fd, flags| {
+            if let Some(reg) = regs.get(&fd) {
+                ready.push((fd, poll_flags(flags, reg.want), reg.want));
+            }
+        })?;
         Ok(ready)
     }
 

@@ -2,19 +2,35 @@
 //! on its fd; anything else (SSL sockets, mocks, `file_wrapper`, user
 //! subclasses) goes through its Python methods.
 //!
-//! Uses: calls, errors, module_state, names.
+//! The direct calls are POSIX socket calls on the fd. On Windows (where a
+//! socket is a SOCKET handle, not an fd) `recv_with` and `send_fd` always
+//! fall back, so every socket call goes through its Python method.
+//!
+//! Uses: calls, errors, fd_map, module_state, names.
 
+#[cfg(unix)]
 use std::cell::RefCell;
-use std::os::fd::RawFd;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+#[cfg(unix)]
 use crate::errors::os_error;
+use crate::fd_map::RawFd;
 use crate::module_state::bound;
 use crate::names;
 
+// `create_socket()`'s defaults (the same values in winsock2.h).
+#[cfg(unix)]
+pub use libc::{AF_INET, SOCK_STREAM};
+#[cfg(windows)]
+pub const AF_INET: std::ffi::c_int = 2;
+#[cfg(windows)]
+pub const SOCK_STREAM: std::ffi::c_int = 1;
+
 /// Outcome of a syscall on a plain socket's fd.
+// Windows only ever falls back (see the module doc).
+#[cfg_attr(windows, allow(dead_code))]
 pub enum Syscall<T> {
     Done(T),
     /// The call would block (or the socket is not in non-blocking use): let the
@@ -46,12 +62,14 @@ pub fn plain_fd(py: Python<'_>, sock: &Bound<'_, PyAny>) -> Option<RawFd> {
     }
 }
 
+#[cfg(unix)]
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs a non-blocking socket syscall (returning a count or -1) with PEP 475's
 /// EINTR handling: signal handlers run, then the call is retried.
+#[cfg(unix)]
 pub fn nonblocking(py: Python<'_>, mut call: impl FnMut() -> isize) -> Syscall<usize> {
     loop {
         let n = call();
@@ -71,6 +89,7 @@ pub fn nonblocking(py: Python<'_>, mut call: impl FnMut() -> isize) -> Syscall<u
 }
 
 /// Receives up to `size` bytes from `fd` and hands them to `take`.
+#[cfg(unix)]
 pub fn recv_with<R>(
     py: Python<'_>,
     fd: RawFd,
@@ -96,18 +115,38 @@ pub fn recv_with<R>(
 }
 
 /// Sends `data` on `fd` without blocking; returns the count sent.
+#[cfg(unix)]
 pub fn send_fd(py: Python<'_>, fd: RawFd, data: &[u8]) -> Syscall<usize> {
     // SAFETY: data is a valid slice for the duration of the call.
     nonblocking(py, || unsafe {
-        libc::send(
-            fd,
-            data.as_ptr().cast(),
-            data.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
+        libc::send(fd, data.as_ptr().cast(), data.len(), SEND_FLAGS)
     })
 }
 
+/// Flags of every direct send: never block, and no SIGPIPE on a closed
+/// connection (the error comes back as EPIPE, as CPython's send gives it;
+/// CPython also ignores SIGPIPE at start-up).
+#[cfg(unix)]
+pub const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+
+/// Windows: the caller falls back to the Python method (see the module doc).
+#[cfg(windows)]
+pub fn recv_with<R>(
+    _py: Python<'_>,
+    _fd: RawFd,
+    _size: usize,
+    _take: impl FnOnce(&[u8]) -> R,
+) -> Direct<R> {
+    Direct::Fallback
+}
+
+/// Windows: the caller falls back to the Python method, as for `recv_with`.
+#[cfg(windows)]
+pub fn send_direct(_py: Python<'_>, _fd: RawFd, _data: &[u8]) -> Direct<usize> {
+    Direct::Fallback
+}
+
+#[cfg(unix)]
 pub fn last_errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
