@@ -40,6 +40,7 @@ mod event_loop;
 
 // layer: tools (the benchmark's load generator and ceiling server; uses
 // nothing from the crate)
+#[cfg(target_os = "linux")] // epoll, Linux socket options and clocks
 mod loadgen;
 
 use pyo3::prelude::*;
@@ -63,6 +64,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(errors::strerror, m)?)?;
     m.add_function(wrap_pyfunction!(poller::poller_name, m)?)?;
     m.add_function(wrap_pyfunction!(async_chat::find_prefix_at_end, m)?)?;
+    #[cfg(target_os = "linux")]
     loadgen::register(m)?;
     Ok(())
 }

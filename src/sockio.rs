@@ -136,14 +136,14 @@ pub fn recv_with<R>(
     _fd: RawFd,
     _size: usize,
     _take: impl FnOnce(&[u8]) -> R,
-) -> Direct<R> {
-    Direct::Fallback
+) -> Syscall<R> {
+    Syscall::Fallback
 }
 
 /// Windows: the caller falls back to the Python method, as for `recv_with`.
 #[cfg(windows)]
-pub fn send_direct(_py: Python<'_>, _fd: RawFd, _data: &[u8]) -> Direct<usize> {
-    Direct::Fallback
+pub fn send_fd(_py: Python<'_>, _fd: RawFd, _data: &[u8]) -> Syscall<usize> {
+    Syscall::Fallback
 }
 
 #[cfg(unix)]

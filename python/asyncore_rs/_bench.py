@@ -595,7 +595,9 @@ def check_loadgen() -> None:
     try:
         from asyncore_rs._core import _loadgen_run  # noqa: F401
     except ImportError as exc:
-        raise SuiteError(f"the load generator (asyncore_rs._core) cannot be imported: {exc}")
+        raise SuiteError(
+            f"the load generator (asyncore_rs._core, built on Linux only) cannot be imported: {exc}"
+        )
 
 
 def prepare_impls(params: Params, progress: Progress) -> tuple[dict, list, dict, str | None]:
