@@ -12,9 +12,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyType, PyWeakrefReference};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::fifo::Fifo;
 use crate::link::ChannelNotify;
+use crate::pyobj::{try_lock, Built};
 
 /// Attributes whose Rust field is authoritative unless a subclass shadows the
 /// descriptor with a class attribute (then Python attribute lookup is used).
@@ -94,6 +96,8 @@ impl State {
     name = "dispatcher"
 )]
 pub struct Dispatcher {
+    /// Checked first by `__traverse__` (see pyobj.rs `Built`).
+    built: Built,
     st: Mutex<State>,
     pub notify: Arc<ChannelNotify>,
     direct: AtomicU16,
@@ -111,6 +115,7 @@ impl Dispatcher {
     /// A channel with no state yet (`dispatcher.__new__`).
     pub fn new_empty() -> Self {
         Dispatcher {
+            built: Built::new(),
             st: Mutex::new(State::default()),
             notify: Arc::new(ChannelNotify::default()),
             direct: AtomicU16::new(0),
@@ -149,6 +154,69 @@ impl Dispatcher {
             me.direct.store(mask, Ordering::Relaxed);
         }
         mask & flag == flag
+    }
+}
+
+// Garbage collection. Every Python reference a channel holds in Rust is
+// reported here, so cycles through them (a producer or socket that refers
+// back to its channel, a channel in its own map) are collected as CPython
+// collects the same cycles through the instance `__dict__` (which pyo3
+// reports and clears itself).
+#[pymethods]
+impl Dispatcher {
+    /// The state's references (socket, `_fileno`, `out_buffer`,
+    /// `producer_fifo`, the virtually sent bytes) and the loop state holder
+    /// the channel's link keeps alive (link.rs). The bytes objects cannot be
+    /// part of a cycle (bytes hold no references; the collector ignores
+    /// them), but reporting them costs nothing and keeps this list complete.
+    /// If another thread holds the state's lock, nothing of it is reported:
+    /// the collector then treats those objects as reachable (no collection,
+    /// never a wrong one).
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if !self.built.get() {
+            return Ok(());
+        }
+        if let Some(st) = try_lock(&self.st) {
+            visit.call(&st.socket)?;
+            visit.call(&st.fileno)?;
+            visit.call(&st.out_buffer)?;
+            visit.call(&st.producer_fifo)?;
+            for item in &st.out_queue.items {
+                visit.call(item)?;
+            }
+        }
+        self.notify.visit_holder(&visit)
+    }
+
+    /// Leaves the loop that polls the channel and drops every reference, as
+    /// CPython's collector empties an unreachable instance's `__dict__`:
+    /// afterwards `socket`, `_fileno`, `out_buffer` and `producer_fifo` are
+    /// unset (reading them raises AttributeError, as before `__init__`), so
+    /// every method that needs them raises, and the interest the loop would
+    /// derive is "nothing to write". The objects are released after the lock.
+    fn __clear__(&self) {
+        self.notify.unregister();
+        let Some(mut st) = try_lock(&self.st) else {
+            return;
+        };
+        let taken = (
+            st.socket.take(),
+            st.fileno.take(),
+            st.out_buffer.take(),
+            st.producer_fifo.take(),
+            std::mem::take(&mut st.out_queue),
+        );
+        drop(st);
+        self.queued.store(false, Ordering::Relaxed);
+        self.sock_seen.store(0, Ordering::Relaxed);
+        if let Some(fifo) = &taken.3 {
+            Python::attach(|py| {
+                if let Ok(f) = fifo.bind(py).cast::<Fifo>() {
+                    f.get().set_owner(None);
+                }
+            });
+        }
+        drop(taken);
     }
 }
 

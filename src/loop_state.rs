@@ -17,6 +17,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::channel::Dispatcher;
 use crate::fd_map::{FdHash, FdSet};
@@ -49,6 +50,11 @@ pub struct LoopState {
     /// Keys whose channel left the poller during the last pass.
     recheck: Vec<Py<PyAny>>,
     pass: u64,
+    /// The Python object that holds this state between calls (loop_cache.rs),
+    /// while it is checked out: every channel linked to this state keeps it
+    /// alive (link.rs). None while the holder itself keeps the state, so the
+    /// state never holds its own holder.
+    pub holder: Option<Py<PyAny>>,
 }
 
 impl LoopState {
@@ -82,6 +88,7 @@ impl LoopState {
             unkeyed: Vec::new(),
             recheck: Vec::new(),
             pass: 0,
+            holder: None,
         })
     }
 
@@ -265,7 +272,8 @@ impl LoopState {
             _ => None,
         };
         if let Some(n) = &notify {
-            self.regs.link(n, fd);
+            let holder = self.holder.as_ref().map(|h| h.clone_ref(py));
+            self.regs.link(n, fd, holder);
         }
         let want = interest(py, obj, self.mode)?;
         self.regs.add(fd, key, obj, notify, derived, self.pass);
@@ -354,6 +362,26 @@ impl LoopState {
     pub fn settle(&mut self, py: Python<'_>) {
         let keys = self.regs.settle(py);
         self.recheck.extend(keys);
+    }
+
+    /// Reports every Python reference this state owns to the garbage
+    /// collector (for its holder's `__traverse__`; loop_cache.rs): the map,
+    /// its change log, the registrations' keys and channels, the unkeyed
+    /// entries and the keys to look at again.
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.map)?;
+        if let MapKind::Logged(changes) = &self.kind {
+            visit.call(changes)?;
+        }
+        self.regs.traverse(visit)?;
+        for (key, obj, _) in &self.unkeyed {
+            visit.call(key)?;
+            visit.call(obj)?;
+        }
+        for key in &self.recheck {
+            visit.call(key)?;
+        }
+        visit.call(&self.holder)
     }
 }
 

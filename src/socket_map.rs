@@ -11,8 +11,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::module_state::global;
+use crate::pyobj::{try_lock, Built};
 
 /// Past this many keys noted between two passes, the log keeps one "re-read
 /// everything" mark instead: a map nobody polls must not grow a list forever.
@@ -39,6 +41,8 @@ pub enum Changes {
 #[pyclass(frozen, module = "asyncore", name = "_ChangeLog")]
 #[derive(Default)]
 pub struct ChangeLog {
+    /// Checked first by `__traverse__` (see pyobj.rs `Built`).
+    built: Built,
     log: Mutex<Log>,
 }
 
@@ -103,6 +107,32 @@ impl ChangeLog {
     #[getter]
     fn everything(&self) -> bool {
         self.log().everything
+    }
+
+    /// The noted keys (a key may be any object, one that refers to the map
+    /// included). Nothing if another thread holds the lock.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if !self.built.get() {
+            return Ok(());
+        }
+        if let Some(log) = try_lock(&self.log) {
+            for key in &log.keys {
+                visit.call(key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the keys; the log then says "re-read everything", which is
+    /// true of a log that lost its keys.
+    fn __clear__(&self) {
+        let Some(mut log) = try_lock(&self.log) else {
+            return;
+        };
+        let keys = std::mem::take(&mut log.keys);
+        log.everything = true;
+        drop(log);
+        drop(keys);
     }
 }
 
