@@ -192,13 +192,18 @@ impl Dispatcher {
     /// CPython's collector empties an unreachable instance's `__dict__`:
     /// afterwards `socket`, `_fileno`, `out_buffer` and `producer_fifo` are
     /// unset (reading them raises AttributeError, as before `__init__`), so
-    /// every method that needs them raises, and the interest the loop would
-    /// derive is "nothing to write". The objects are released after the lock.
+    /// every method that needs them raises, and `connected`, `accepting` and
+    /// `connecting` read False (CPython's class attributes). The objects are
+    /// released after the lock.
     fn __clear__(&self) {
         self.notify.unregister();
         let Some(mut st) = try_lock(&self.st) else {
             return;
         };
+        // CPython's cleared instance falls back to the class attributes (False).
+        st.connected = false;
+        st.accepting = false;
+        st.connecting = false;
         let taken = (
             st.socket.take(),
             st.fileno.take(),
