@@ -141,9 +141,11 @@ def test_unconnected_chat_with_queued_producer():
 def test_producer_fifo_holding_itself(peers):
     chan = asynchat.async_chat()
     chan.producer_fifo.append(chan.producer_fifo)
-    ref = weakref.ref(chan)
-    del chan
-    assert collected(ref)
+    marker = BackRefProducer(None)  # tells when the fifo is gone
+    chan.producer_fifo.append(marker)
+    refs = weakref.ref(chan), weakref.ref(marker)
+    del chan, marker
+    assert collected(*refs)
 
 
 @pytest.mark.parametrize("closed", [False, True], ids=["open", "closed"])
