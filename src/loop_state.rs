@@ -161,8 +161,11 @@ impl LoopState {
         let mut pos: ffi::Py_ssize_t = 0;
         let mut k: *mut ffi::PyObject = std::ptr::null_mut();
         let mut v: *mut ffi::PyObject = std::ptr::null_mut();
-        // SAFETY: map is a dict (MapKind::Dict) and the GIL is held; PyDict_Next
-        // returns borrowed references we only compare.
+        // SAFETY: the GIL is held and `map` is a live dict or dict subclass
+        // (MapKind::Dict: is_instance_of::<PyDict>), whose storage PyDict_Next
+        // walks; it runs no Python code, so the dict cannot change during the
+        // walk. It returns borrowed pointers that are only compared, never
+        // dereferenced.
         while unsafe { ffi::PyDict_Next(map.as_ptr(), &raw mut pos, &raw mut k, &raw mut v) } != 0 {
             if self.snapshot.get(i) != Some(&(k as usize, v as usize)) {
                 return false;
@@ -400,7 +403,9 @@ fn as_fd(key: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     if let Ok(i) = key.cast::<PyInt>() {
         return i.extract::<RawFd>();
     }
-    // SAFETY: GIL held; returns -1 with an exception set on failure.
+    // SAFETY: the GIL is held and `key` is a live object the caller keeps (its
+    // fileno() may run Python code; the call holds its own references).
+    // Returns -1 with an exception set on failure.
     let fd = unsafe { ffi::PyObject_AsFileDescriptor(key.as_ptr()) };
     if fd == -1 {
         return Err(PyErr::take(key.py()).unwrap_or_else(|| {

@@ -37,7 +37,10 @@ pub fn make_slice<'py>(
     start: &Bound<'py, PyAny>,
     stop: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    // SAFETY: GIL held; PySlice_New returns a new reference or NULL with an error set.
+    // SAFETY: the GIL is held (`py`); `start` and `stop` are live objects the
+    // caller keeps (PySlice_New takes its own references; NULL step means
+    // None). It returns a new reference or NULL with an error set, which
+    // from_owned_ptr_or_err takes over.
     unsafe {
         Bound::from_owned_ptr_or_err(
             py,

@@ -168,7 +168,10 @@ fn dict_set_raw(
     key: &Bound<'_, PyAny>,
     v: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    // SAFETY: GIL held; PyDict_SetItem does not steal references.
+    // SAFETY: the GIL is held; `d` is a dict (cast above) and `d`, `key`, `v`
+    // are live objects the caller keeps for the call (hashing `key` may run
+    // Python code; PyDict_SetItem holds its own references meanwhile and
+    // steals none). Returns -1 with an exception set on failure.
     let rc = unsafe { pyo3::ffi::PyDict_SetItem(d.as_ptr(), key.as_ptr(), v.as_ptr()) };
     if rc == 0 {
         Ok(())
@@ -178,7 +181,8 @@ fn dict_set_raw(
 }
 
 fn dict_del_raw(d: &Bound<'_, PyDict>, key: &Bound<'_, PyAny>) -> PyResult<()> {
-    // SAFETY: GIL held.
+    // SAFETY: as in dict_set_raw: the GIL is held, `d` is a dict, and `d` and
+    // `key` are live for the call.
     let rc = unsafe { pyo3::ffi::PyDict_DelItem(d.as_ptr(), key.as_ptr()) };
     if rc == 0 {
         Ok(())

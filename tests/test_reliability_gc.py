@@ -745,3 +745,19 @@ def test_soak_connections_whose_handlers_form_cycles():
     assert [s[1] for s in warm] == [warm[0][1]] * len(warm), samples
     assert max(s[2] for s in warm) - warm[0][2] < SOAK_RSS_BOUND, samples
     assert collected(*refs)
+
+
+# ---------------------------------------------------------------- no crash on huge requests
+
+
+def test_recv_of_a_huge_size_raises_memory_error(peers):
+    """CPython allocates the requested size and raises MemoryError; a direct read must not
+    abort the process trying the same."""
+    sock, peer = pair(socket.socket)
+    peers.append(peer)
+    peer.sendall(b"x")
+    chan = asyncore.dispatcher(sock, map={})
+    with pytest.raises(MemoryError):
+        chan.recv(2**46)
+    assert chan.recv(10) == b"x"
+    chan.close()
