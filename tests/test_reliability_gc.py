@@ -743,7 +743,8 @@ def test_soak_connections_whose_handlers_form_cycles():
     warm = [s for s in samples if s[0] >= SOAK_WARMUP]
     assert len(warm) >= 2
     assert [s[1] for s in warm] == [warm[0][1]] * len(warm), samples
-    assert max(s[2] for s in warm) - warm[0][2] < SOAK_RSS_BOUND, samples
+    if not os.environ.get("ASYNCORE_RS_UNDER_VALGRIND"):  # memcheck keeps freed blocks a while
+        assert max(s[2] for s in warm) - warm[0][2] < SOAK_RSS_BOUND, samples
     assert collected(*refs)
 
 
