@@ -32,3 +32,6 @@ python -m sphinx -W -q -b html docs docs/_build/html
 
 step "pytest (ported CPython suites, our own tests, fuzz, benchmark smoke run)"
 python -m pytest
+
+step "valgrind memcheck on a representative subset (tools/memcheck.py, about 4 minutes)"
+python tools/memcheck.py
