@@ -56,6 +56,9 @@ if [ "$(uname -s)" = Linux ]; then
     ASYNCORE_RS_POLLER=portable python -m pytest
 fi
 
+step "valgrind memcheck on a representative subset (tools/memcheck.py, about 4 minutes)"
+python tools/memcheck.py
+
 step "Real CPython 3.12-3.15: the release-built wheel installed in a fresh venv of each, pytest"
 # Finds or creates the interpreters (pyenv, PATH, a cached Debian sid root) and says what
 # it skips; ASYNCORE_RS_PYTHONS=none skips this step, =3.14 limits it.

@@ -23,8 +23,10 @@ extern "C" {
 /// pointer: valid while the class keeps it, compared, never dereferenced by
 /// callers without a GIL-held reference. NULL if no class has it.
 pub fn class_attr_ptr(ty: &Bound<'_, PyType>, name: &Bound<'_, PyString>) -> *mut ffi::PyObject {
-    // SAFETY: the GIL is held and both pointers are live objects;
-    // _PyType_Lookup returns a borrowed reference or NULL and sets no error.
+    // SAFETY: the GIL is held (`ty` is a Bound); `ty` is a type object and
+    // `name` a str, both kept alive by the caller for the call.
+    // _PyType_Lookup returns a borrowed reference or NULL and sets no error;
+    // callers only compare it, or take their own reference at once.
     unsafe { _PyType_Lookup(ty.as_ptr().cast(), name.as_ptr()) }
 }
 
@@ -50,8 +52,11 @@ pub fn call_method1<'py>(
     name: &Bound<'py, PyString>,
     arg: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    // SAFETY: the GIL is held, the pointers are borrowed for the call, and the
-    // argument list ends with NULL as the C API requires.
+    // SAFETY: the GIL is held (the arguments are Bound); every pointer is a
+    // live object the caller keeps for the call (the callee takes its own
+    // references); the variadic argument list ends with NULL as
+    // PyObject_CallMethodObjArgs requires; its result is a new reference or
+    // NULL with an exception set, which from_owned_ptr_or_err takes over.
     unsafe {
         let r = ffi::PyObject_CallMethodObjArgs(
             obj.as_ptr(),

@@ -8,18 +8,20 @@
 //! `__dict__`, as in CPython. A subclass may shadow a descriptor with a class
 //! attribute; then the accessors use Python attribute lookup (`is_direct`).
 //!
-//! Uses: calls, fifo, inbuf, link, names.
+//! Uses: calls, fifo, inbuf, link, names, pyobj.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyType, PyWeakrefReference};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyType, PyWeakrefReference};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::fifo::Fifo;
 use crate::inbuf::InBuf;
 use crate::link::ChannelNotify;
 use crate::names;
+use crate::pyobj::{try_lock, Built};
 
 /// Attributes whose Rust field is authoritative unless a subclass shadows the
 /// descriptor with a class attribute (then Python attribute lookup is used).
@@ -79,6 +81,8 @@ impl OutQueue {
     name = "dispatcher"
 )]
 pub struct Dispatcher {
+    /// Checked first by `__traverse__` (see pyobj.rs `Built`).
+    built: Built,
     fields: Mutex<Fields>,
     pub notify: Arc<ChannelNotify>,
     direct: AtomicU16,
@@ -96,6 +100,7 @@ impl Dispatcher {
     /// A channel with no state yet (`dispatcher.__new__`).
     pub fn new_empty() -> Self {
         Dispatcher {
+            built: Built::new(),
             fields: Mutex::new(Fields::default()),
             notify: Arc::new(ChannelNotify::default()),
             direct: AtomicU16::new(0),
@@ -134,6 +139,74 @@ impl Dispatcher {
             me.direct.store(mask, Ordering::Relaxed);
         }
         mask & flag == flag
+    }
+}
+
+// Garbage collection. Every Python reference a channel holds in Rust is
+// reported here, so cycles through them (a producer or socket that refers
+// back to its channel, a channel in its own map) are collected as CPython
+// collects the same cycles through the instance `__dict__` (which pyo3
+// reports and clears itself).
+#[pymethods]
+impl Dispatcher {
+    /// The state's references (socket, `_fileno`, `out_buffer`,
+    /// `producer_fifo`, the virtually sent bytes) and the loop state holder
+    /// the channel's link keeps alive (link.rs). The bytes objects cannot be
+    /// part of a cycle (bytes hold no references; the collector ignores
+    /// them), but reporting them costs nothing and keeps this list complete.
+    /// If another thread holds the state's lock, nothing of it is reported:
+    /// the collector then treats those objects as reachable (no collection,
+    /// never a wrong one).
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if !self.built.get() {
+            return Ok(());
+        }
+        if let Some(st) = try_lock(&self.fields) {
+            visit.call(&st.socket)?;
+            visit.call(&st.fileno)?;
+            visit.call(&st.out_buffer)?;
+            visit.call(&st.producer_fifo)?;
+            for item in &st.out_queue.items {
+                visit.call(item)?;
+            }
+        }
+        self.notify.visit_holder(&visit)
+    }
+
+    /// Leaves the loop that polls the channel and drops every reference, as
+    /// CPython's collector empties an unreachable instance's `__dict__`:
+    /// afterwards `socket`, `_fileno`, `out_buffer` and `producer_fifo` are
+    /// unset (reading them raises AttributeError, as before `__init__`), so
+    /// every method that needs them raises, and `connected`, `accepting` and
+    /// `connecting` read False (CPython's class attributes). The objects are
+    /// released after the lock.
+    fn __clear__(&self) {
+        self.notify.unregister();
+        let Some(mut st) = try_lock(&self.fields) else {
+            return;
+        };
+        // CPython's cleared instance falls back to the class attributes (False).
+        st.connected = false;
+        st.accepting = false;
+        st.connecting = false;
+        let taken = (
+            st.socket.take(),
+            st.fileno.take(),
+            st.out_buffer.take(),
+            st.producer_fifo.take(),
+            std::mem::take(&mut st.out_queue),
+        );
+        drop(st);
+        self.queued.store(false, Ordering::Relaxed);
+        self.sock_seen.store(0, Ordering::Relaxed);
+        if let Some(fifo) = &taken.3 {
+            Python::attach(|py| {
+                if let Ok(f) = fifo.bind(py).cast::<Fifo>() {
+                    f.get().set_owner(None);
+                }
+            });
+        }
+        drop(taken);
     }
 }
 
@@ -216,40 +289,54 @@ fn dict_at_base_offset(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
     }
 }
 
-/// The instance dict slot of `obj`: Some(NULL) when it has no dict yet, None
-/// when its class keeps the dict elsewhere (then ask `obj.__dict__`).
-fn instance_dict_ptr(obj: &Bound<'_, Dispatcher>) -> Option<*mut pyo3::ffi::PyObject> {
+/// The instance dict of `obj` as its slot has it.
+enum SlotDict<'py> {
+    /// The class keeps the dict elsewhere: ask `obj.__dict__`.
+    Elsewhere,
+    /// No dict made yet.
+    Empty,
+    /// An owned reference: looking a key up may run Python code (a colliding
+    /// key's `__eq__`) that replaces `obj.__dict__`, which CPython's own
+    /// generic getattr guards against by holding the dict too.
+    Dict(Bound<'py, PyDict>),
+}
+
+fn instance_dict<'py>(obj: &Bound<'py, Dispatcher>) -> SlotDict<'py> {
     let offset = DICT_OFFSET.load(Ordering::Relaxed);
     if offset == 0 || !Dispatcher::is_direct(obj, F_DICTPTR) {
-        return None;
+        return SlotDict::Elsewhere;
     }
-    // SAFETY: `offset` is this object's tp_dictoffset (checked for its class
-    // in direct_mask), where CPython keeps the dict pointer or NULL.
-    Some(unsafe {
+    // SAFETY: `offset` is `dispatcher`'s tp_dictoffset, and F_DICTPTR says
+    // `type(obj)` has the same one (checked for its class in direct_mask), so
+    // `obj + offset` is inside the object, where CPython keeps the instance
+    // dict pointer, or NULL before the dict is made. Read unaligned: the
+    // offset comes from a Python attribute, so its alignment is not assumed.
+    let ptr = unsafe {
         obj.as_ptr()
             .cast::<u8>()
             .add(offset)
             .cast::<*mut pyo3::ffi::PyObject>()
             .read_unaligned()
-    })
+    };
+    // SAFETY: a non-NULL slot holds a live dict (`__dict__` assignment
+    // accepts only dicts) that `obj` keeps; we take our own reference before
+    // any other code runs.
+    match unsafe { Bound::from_borrowed_ptr_or_opt(obj.py(), ptr) } {
+        None => SlotDict::Empty,
+        Some(d) => d
+            .cast_into::<PyDict>()
+            .map_or(SlotDict::Elsewhere, SlotDict::Dict),
+    }
 }
 
 /// Whether the instance dict of `obj` has the key `name` (an exact str).
 fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) -> bool {
     let py = obj.py();
-    if let Some(dict) = instance_dict_ptr(obj) {
-        if dict.is_null() {
-            return false;
-        }
-        // SAFETY: a non-NULL dict slot holds a dict; the GIL is held.
-        return match unsafe { pyo3::ffi::PyDict_Contains(dict, name.as_ptr()) } {
-            0 => false,
-            1 => true,
-            _ => {
-                drop(PyErr::take(py));
-                true // can't tell: assume an override
-            }
-        };
+    match instance_dict(obj) {
+        SlotDict::Empty => return false,
+        // An error in the lookup: can't tell, assume an override.
+        SlotDict::Dict(d) => return d.contains(name).unwrap_or(true),
+        SlotDict::Elsewhere => {}
     }
     match obj.getattr(names::dunder_dict(py)) {
         Ok(d) => d
@@ -259,32 +346,33 @@ fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) ->
     }
 }
 
-/// Where `obj.<name>` is, when reading it runs no Python code: the class
-/// attribute is an exact int (never a descriptor), so the instance dict's
-/// value wins, else the class's, as CPython's generic getattr decides. None
-/// when only getattr can tell. A borrowed pointer, used at once.
-fn plain_setting_ptr(
-    obj: &Bound<'_, Dispatcher>,
-    name: &Bound<'_, PyString>,
-) -> Option<*mut pyo3::ffi::PyObject> {
+/// `obj.<name>`, when reading it runs no Python code: the class attribute is
+/// an exact int (never a descriptor), so the instance dict's value wins, else
+/// the class's, as CPython's generic getattr decides. None when only getattr
+/// can tell.
+fn plain_setting<'py>(
+    obj: &Bound<'py, Dispatcher>,
+    name: &Bound<'py, PyString>,
+) -> Option<Bound<'py, PyAny>> {
+    let py = obj.py();
     let in_class = crate::calls::class_attr_ptr(&obj.get_type(), name);
-    // SAFETY: a non-NULL class attribute is a live object the class holds.
-    if in_class.is_null() || unsafe { pyo3::ffi::PyLong_CheckExact(in_class) } == 0 {
+    // SAFETY: _PyType_Lookup's result is NULL or a live object that a class
+    // dict along the MRO holds; no code has run since, and we take our own
+    // reference at once (the dict lookup below may run code that edits the
+    // class).
+    let in_class = unsafe { Bound::from_borrowed_ptr_or_opt(py, in_class) }?;
+    if !in_class.is_exact_instance_of::<PyInt>() {
         return None;
     }
-    let dict = instance_dict_ptr(obj)?;
-    if dict.is_null() {
-        return Some(in_class);
-    }
-    // SAFETY: a non-NULL slot holds a dict; the GIL is held; the result is a
-    // borrowed reference or NULL (with an error set only on failure).
-    let own = unsafe { pyo3::ffi::PyDict_GetItemWithError(dict, name.as_ptr()) };
-    if !own.is_null() {
-        return Some(own);
-    }
-    match PyErr::take(obj.py()) {
-        None => Some(in_class),
-        Some(_) => None, // getattr will raise it again
+    let dict = match instance_dict(obj) {
+        SlotDict::Elsewhere => return None,
+        SlotDict::Empty => return Some(in_class),
+        SlotDict::Dict(d) => d,
+    };
+    match dict.get_item(name) {
+        Ok(Some(own)) => Some(own),
+        Ok(None) => Some(in_class),
+        Err(_) => None, // getattr will raise it again
     }
 }
 
@@ -294,32 +382,24 @@ pub fn int_setting<'py>(
     obj: &Bound<'py, Dispatcher>,
     name: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    match plain_setting_ptr(obj, name) {
-        // SAFETY: a live object the dict or the class holds; made owned here.
-        Some(p) => Ok(unsafe { Bound::from_borrowed_ptr(obj.py(), p) }),
+    match plain_setting(obj, name) {
+        Some(v) => Ok(v),
         None => obj.getattr(name),
     }
 }
 
 /// `obj.<name>` as a size, when it is a non-negative int that reading ran no
-/// Python code to find (see plain_setting_ptr).
+/// Python code to find (see plain_setting).
 pub fn plain_size_setting(
     obj: &Bound<'_, Dispatcher>,
     name: &Bound<'_, PyString>,
 ) -> Option<usize> {
-    let p = plain_setting_ptr(obj, name)?;
-    // SAFETY: a live object; PyLong_AsSsize_t on an exact int sets an error
-    // only on overflow, which we clear.
-    unsafe {
-        if pyo3::ffi::PyLong_CheckExact(p) == 0 {
-            return None;
-        }
-        let v = pyo3::ffi::PyLong_AsSsize_t(p);
-        if v == -1 {
-            drop(PyErr::take(obj.py()));
-        }
-        usize::try_from(v).ok()
+    let v = plain_setting(obj, name)?;
+    if !v.is_exact_instance_of::<PyInt>() {
+        return None;
     }
+    // Negative or too large for a size: the caller takes the general path.
+    v.extract::<usize>().ok()
 }
 
 /// (flag, public name, name on `dispatcher`) of each Rust-backed attribute.

@@ -70,7 +70,8 @@ pub fn call_in_except(
     let tb = err.traceback(py).map(Bound::unbind);
     if let Some(tb) = &tb {
         // sys.exc_info() reads the traceback from the exception object (3.11+).
-        // SAFETY: both are valid objects; the call takes its own reference.
+        // SAFETY: the GIL is held; `value` is an exception instance and `tb`
+        // a traceback, both alive for the call, which takes its own reference.
         unsafe { ffi::PyException_SetTraceback(value.as_ptr(), tb.as_ptr()) };
     }
     let _guard = ExcInfoGuard::set(py, value, tb.as_ref().map(|t| t.bind(py).as_any()));
@@ -103,8 +104,11 @@ impl ExcInfoGuard {
             std::ptr::null_mut(),
             std::ptr::null_mut(),
         );
-        // SAFETY: the GIL is held; PyErr_GetExcInfo hands us new references that
-        // PyErr_SetExcInfo takes back in Drop. SetExcInfo steals its arguments.
+        // SAFETY: the GIL is held (`_gil`). PyErr_GetExcInfo stores three new
+        // references (or NULLs) in `saved`, which Drop hands back. SetExcInfo
+        // steals its three arguments, so each gets a reference of its own
+        // first: the type (Py_TYPE of a live object is a live type), `value`
+        // and `tb`, all kept alive by the caller meanwhile.
         unsafe {
             ffi::PyErr_GetExcInfo(&raw mut saved.0, &raw mut saved.1, &raw mut saved.2);
             let t = ffi::Py_TYPE(value.as_ptr()).cast::<ffi::PyObject>();
@@ -122,7 +126,10 @@ impl ExcInfoGuard {
 
 impl Drop for ExcInfoGuard {
     fn drop(&mut self) {
-        // SAFETY: created with the GIL held and dropped in the same scope.
+        // SAFETY: `saved` holds the references PyErr_GetExcInfo gave `set`,
+        // handed over exactly once here (SetExcInfo steals them). The guard is
+        // !Send (raw pointers), so this runs on the thread that made it, inside
+        // the same GIL-holding call (it is a local of call_in_except).
         unsafe { ffi::PyErr_SetExcInfo(self.saved.0, self.saved.1, self.saved.2) };
     }
 }

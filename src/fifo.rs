@@ -16,12 +16,16 @@ use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
+use pyo3::{PyTraverseError, PyVisit};
+
 use crate::link::ChannelNotify;
 use crate::names;
-use crate::pyobj::make_slice;
+use crate::pyobj::{make_slice, try_lock, Built};
 
 #[pyclass(frozen, subclass, dict, weakref, module = "asynchat", name = "fifo")]
 pub struct Fifo {
+    /// Checked first by `__traverse__` (see pyobj.rs `Built`).
+    built: Built,
     items: Mutex<VecDeque<Py<PyAny>>>,
     owner: Mutex<Option<Arc<ChannelNotify>>>,
 }
@@ -55,6 +59,7 @@ impl Fifo {
 
     pub fn empty() -> Self {
         Fifo {
+            built: Built::new(),
             items: Mutex::new(VecDeque::new()),
             owner: Mutex::new(None),
         }
@@ -104,6 +109,7 @@ impl Fifo {
             }
         }
         Ok(Fifo {
+            built: Built::new(),
             items: Mutex::new(items),
             owner: Mutex::new(None),
         })
@@ -199,15 +205,75 @@ impl Fifo {
         let list = PyList::new(py, self.items().iter().map(|o| o.clone_ref(py)))?;
         Ok(format!("fifo({})", list.repr()?))
     }
+
+    /// Every item (producers that refer back to their channel, a fifo that
+    /// contains itself...). Nothing if another thread holds the lock.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if !self.built.get() {
+            return Ok(());
+        }
+        if let Some(items) = try_lock(&self.items) {
+            for item in items.iter() {
+                visit.call(item)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Empties the fifo, as the collector empties a `collections.deque`
+    /// (CPython's deque_clear): it stays usable, and empty.
+    fn __clear__(&self) {
+        let Some(mut items) = try_lock(&self.items) else {
+            return;
+        };
+        let old = std::mem::take(&mut *items);
+        drop(items);
+        if !old.is_empty() {
+            if let Some(owner) = try_lock(&self.owner).as_deref().and_then(Option::as_ref) {
+                owner.mark_dirty();
+            }
+        }
+        drop(old);
+    }
 }
 
 /// `asynchat.simple_producer(data, buffer_size=512)`.
+///
+/// `data` and `buffer_size` are CPython's instance attributes; they are unset
+/// only after the garbage collector cleared the object (`__clear__`), and
+/// then reading them raises AttributeError, as it does in CPython once the
+/// collector emptied the instance `__dict__`.
 #[pyclass(subclass, dict, weakref, module = "asynchat", name = "simple_producer")]
 pub struct SimpleProducer {
-    #[pyo3(get, set)]
-    data: Py<PyAny>,
-    #[pyo3(get, set)]
-    buffer_size: Py<PyAny>,
+    data: Option<Py<PyAny>>,
+    buffer_size: Option<Py<PyAny>>,
+}
+
+impl SimpleProducer {
+    fn attr<'py>(
+        slf: &Bound<'py, Self>,
+        pick: impl FnOnce(&Self) -> Option<&Py<PyAny>>,
+        name: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let me = slf.try_borrow()?;
+        match pick(&me) {
+            Some(v) => Ok(v.bind(py).clone()),
+            None => Err(missing_attr(slf.as_any(), name)),
+        }
+    }
+}
+
+/// CPython's AttributeError message, naming the object's own class.
+#[cold]
+fn missing_attr(obj: &Bound<'_, PyAny>, name: &str) -> PyErr {
+    let class = obj
+        .get_type()
+        .name()
+        .map_or_else(|_| "simple_producer".to_owned(), |n| n.to_string());
+    pyo3::exceptions::PyAttributeError::new_err(format!(
+        "'{class}' object has no attribute '{name}'"
+    ))
 }
 
 #[pymethods]
@@ -224,8 +290,8 @@ impl SimpleProducer {
         _kwargs: Option<&Bound<'_, PyDict>>,
     ) -> Self {
         SimpleProducer {
-            data: pyo3::types::PyBytes::new(py, b"").into_any().unbind(),
-            buffer_size: crate::pyobj::py_int(512),
+            data: Some(pyo3::types::PyBytes::new(py, b"").into_any().unbind()),
+            buffer_size: Some(crate::pyobj::py_int(512)),
         }
     }
 
@@ -235,23 +301,57 @@ impl SimpleProducer {
         text_signature = "($self, data, buffer_size=512)"
     )]
     fn _init(&mut self, data: Py<PyAny>, buffer_size: Py<PyAny>) {
-        self.data = data;
-        self.buffer_size = buffer_size;
+        self.data = Some(data);
+        self.buffer_size = Some(buffer_size);
     }
 
-    fn more<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let data = self.data.bind(py).clone();
-        let size = self.buffer_size.bind(py).clone();
+    #[getter]
+    fn data<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        Self::attr(slf, |me| me.data.as_ref(), "data")
+    }
+
+    #[setter]
+    fn set_data(&mut self, value: Py<PyAny>) {
+        self.data = Some(value);
+    }
+
+    #[getter]
+    fn buffer_size<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        Self::attr(slf, |me| me.buffer_size.as_ref(), "buffer_size")
+    }
+
+    #[setter]
+    fn set_buffer_size(&mut self, value: Py<PyAny>) {
+        self.buffer_size = Some(value);
+    }
+
+    fn more<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let data = Self::data(slf)?;
+        let size = Self::buffer_size(slf)?;
+        // The borrow is not held across these calls: `len()`, the comparison
+        // and the slicing run Python code, which may touch this producer.
         if data.len()?.into_pyobject(py)?.gt(&size)? {
             let none = py.None().into_bound(py);
             let head = data.get_item(make_slice(py, &none, &size)?)?;
             let tail = data.get_item(make_slice(py, &size, &none)?)?;
-            self.data = tail.unbind();
+            slf.try_borrow_mut()?.data = Some(tail.unbind());
             Ok(head)
         } else {
-            self.data = pyo3::types::PyBytes::new(py, b"").into_any().unbind();
+            slf.try_borrow_mut()?.data =
+                Some(pyo3::types::PyBytes::new(py, b"").into_any().unbind());
             Ok(data)
         }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.data)?;
+        visit.call(&self.buffer_size)
+    }
+
+    fn __clear__(&mut self) {
+        self.data = None;
+        self.buffer_size = None;
     }
 }
 

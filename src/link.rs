@@ -5,15 +5,23 @@
 //! that its poll interest may have changed (`mark_dirty`) and leaves the
 //! poller before its socket is closed (`unregister`, from `del_channel`).
 //!
-//! Uses: fd_map, poller.
+//! Garbage collection: the link also holds a strong reference to the loop
+//! state's Python holder (loop_cache.rs `LoopHolder`), which the channel
+//! reports in its `__traverse__` (`visit_holder`). An idle loop state is thus
+//! owned by the channels it polls, inside the cycle map -> channel -> loop
+//! state -> map that Python's collector sees: dropping the map frees it all.
+//!
+//! Uses: fd_map, poller, pyobj.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::fd_map::{FdMap, RawFd};
 use crate::poller::Poller;
+use crate::pyobj::try_lock;
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -81,33 +89,57 @@ impl LoopShared {
         let old = lock(&self.objs).insert(fd, obj);
         drop(old);
     }
+
+    /// Reports the held channels to the garbage collector, for the one loop
+    /// state that owns this `LoopShared` (the channels' links share it but
+    /// never report it). Skips rather than waits if the lock is taken.
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Some(objs) = try_lock(&self.objs) {
+            for obj in objs.values() {
+                visit.call(obj)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a channel's link points: the loop state's shared part, the fd it
+/// is polled at, and the loop state's Python holder (None for a loop state
+/// that is not kept between calls).
+struct Sink {
+    shared: Arc<LoopShared>,
+    fd: RawFd,
+    holder: Option<Py<PyAny>>,
 }
 
 /// A channel's link to the loop that polls it.
 #[derive(Default)]
 pub struct ChannelNotify {
     dirty: AtomicBool,
-    sink: Mutex<Option<(Arc<LoopShared>, RawFd)>>,
+    sink: Mutex<Option<Sink>>,
 }
 
 impl ChannelNotify {
     /// The channel's poll interest may have changed.
     pub fn mark_dirty(&self) {
         if !self.dirty.swap(true, Ordering::Relaxed) {
-            if let Some((shared, fd)) = &*lock(&self.sink) {
-                lock(&shared.dirty).push(*fd);
+            if let Some(s) = &*lock(&self.sink) {
+                lock(&s.shared.dirty).push(s.fd);
             }
         }
     }
 
     /// Leaves the poller now, before the socket can be closed (the polling
     /// crate's contract: an fd must be deleted before it is closed).
+    /// The holder's reference is dropped after the lock is released (the
+    /// last one frees the loop state, which detaches other channels).
     pub fn unregister(&self) {
         let taken = lock(&self.sink).take();
-        if let Some((shared, fd)) = taken {
-            shared.poller.unwatch(fd);
-            lock(&shared.gone).push(fd);
-            shared.release(fd);
+        if let Some(s) = taken {
+            s.shared.poller.unwatch(s.fd);
+            lock(&s.shared.gone).push(s.fd);
+            s.shared.release(s.fd);
+            drop(s);
         }
     }
 
@@ -116,15 +148,43 @@ impl ChannelNotify {
         self.dirty.store(false, Ordering::Relaxed);
     }
 
-    pub fn attach(&self, shared: &Arc<LoopShared>, fd: RawFd) {
-        *lock(&self.sink) = Some((shared.clone(), fd));
+    /// Points the link at a loop state. The previous link (and with it
+    /// perhaps the last reference to another loop state) is dropped after
+    /// the lock is released.
+    pub fn attach(&self, shared: &Arc<LoopShared>, fd: RawFd, holder: Option<Py<PyAny>>) {
+        let sink = Sink {
+            shared: shared.clone(),
+            fd,
+            holder,
+        };
+        let old = lock(&self.sink).replace(sink);
         self.dirty.store(false, Ordering::Relaxed);
+        drop(old);
     }
 
     pub fn detach(&self, shared: &Arc<LoopShared>) {
-        let mut sink = lock(&self.sink);
-        if sink.as_ref().is_some_and(|(s, _)| Arc::ptr_eq(s, shared)) {
-            *sink = None;
+        let old = {
+            let mut sink = lock(&self.sink);
+            if sink
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(&s.shared, shared))
+            {
+                sink.take()
+            } else {
+                None
+            }
+        };
+        drop(old);
+    }
+
+    /// Reports the loop state holder this link keeps alive. Only the channel
+    /// that owns this `ChannelNotify` calls it (the fifo and the loop state's
+    /// registration share the `Arc` but never report it), so each reference
+    /// is reported once.
+    pub fn visit_holder(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        match try_lock(&self.sink) {
+            Some(sink) => visit.call(sink.as_ref().and_then(|s| s.holder.as_ref())),
+            None => Ok(()),
         }
     }
 }

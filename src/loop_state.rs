@@ -17,6 +17,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::channel::Dispatcher;
 use crate::fd_map::{FdHash, FdSet, RawFd};
@@ -51,6 +52,11 @@ pub struct LoopState {
     /// Keys whose channel left the poller during the last pass.
     recheck: Vec<Py<PyAny>>,
     pass: u64,
+    /// The Python object that holds this state between calls (loop_cache.rs),
+    /// while it is checked out: every channel linked to this state keeps it
+    /// alive (link.rs). None while the holder itself keeps the state, so the
+    /// state never holds its own holder.
+    pub holder: Option<Py<PyAny>>,
 }
 
 impl LoopState {
@@ -81,17 +87,13 @@ impl LoopState {
             unkeyed: Vec::new(),
             recheck: Vec::new(),
             pass: 0,
+            holder: None,
         })
     }
 
     /// The map this state polls.
     pub fn map<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
         self.map.bind(py)
-    }
-
-    /// The identity of the map (its address; the state holds a reference).
-    pub fn map_key(&self) -> usize {
-        self.map.as_ptr() as usize
     }
 
     pub fn is_persistent(&self) -> bool {
@@ -173,8 +175,11 @@ impl LoopState {
         let mut pos: ffi::Py_ssize_t = 0;
         let mut k: *mut ffi::PyObject = std::ptr::null_mut();
         let mut v: *mut ffi::PyObject = std::ptr::null_mut();
-        // SAFETY: map is a dict (MapKind::Dict) and the GIL is held; PyDict_Next
-        // returns borrowed references we only compare.
+        // SAFETY: the GIL is held and `map` is a live dict or dict subclass
+        // (MapKind::Dict: is_instance_of::<PyDict>), whose storage PyDict_Next
+        // walks; it runs no Python code, so the dict cannot change during the
+        // walk. It returns borrowed pointers that are only compared, never
+        // dereferenced.
         while unsafe { ffi::PyDict_Next(map.as_ptr(), &raw mut pos, &raw mut k, &raw mut v) } != 0 {
             if self.snapshot.get(i) != Some(&(k as usize, v as usize)) {
                 return false;
@@ -284,7 +289,8 @@ impl LoopState {
             _ => None,
         };
         if let Some(n) = &notify {
-            self.regs.link(n, fd);
+            let holder = self.holder.as_ref().map(|h| h.clone_ref(py));
+            self.regs.link(n, fd, holder);
         }
         let want = interest(py, obj, self.mode)?;
         self.regs.add(fd, key, obj, notify, derived, self.pass);
@@ -374,6 +380,26 @@ impl LoopState {
         let keys = self.regs.settle(py);
         self.recheck.extend(keys);
     }
+
+    /// Reports every Python reference this state owns to the garbage
+    /// collector (for its holder's `__traverse__`; loop_cache.rs): the map,
+    /// its change log, the registrations' keys and channels, the unkeyed
+    /// entries and the keys to look at again.
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.map)?;
+        if let MapKind::Logged(changes) = &self.kind {
+            visit.call(changes)?;
+        }
+        self.regs.traverse(visit)?;
+        for (key, obj, _) in &self.unkeyed {
+            visit.call(key)?;
+            visit.call(obj)?;
+        }
+        for key in &self.recheck {
+            visit.call(key)?;
+        }
+        visit.call(&self.holder)
+    }
 }
 
 /// The error select()/poll() raise for a key that is no usable fd.
@@ -391,7 +417,9 @@ fn as_fd(key: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     if let Ok(i) = key.cast::<PyInt>() {
         return i.extract::<RawFd>();
     }
-    // SAFETY: GIL held; returns -1 with an exception set on failure.
+    // SAFETY: the GIL is held and `key` is a live object the caller keeps (its
+    // fileno() may run Python code; the call holds its own references).
+    // Returns -1 with an exception set on failure.
     let fd = unsafe { ffi::PyObject_AsFileDescriptor(key.as_ptr()) };
     if fd == -1 {
         return Err(PyErr::take(key.py()).unwrap_or_else(|| {

@@ -1,7 +1,9 @@
-//! Owns small helpers for Python objects that several layers need: slices
-//! and default argument values.
+//! Owns small helpers for Python objects that several layers need: slices,
+//! default argument values, and the lock `__traverse__` may take.
 //!
 //! Uses nothing from the crate.
+
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
@@ -37,11 +39,56 @@ pub fn make_slice<'py>(
     start: &Bound<'py, PyAny>,
     stop: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    // SAFETY: GIL held; PySlice_New returns a new reference or NULL with an error set.
+    // SAFETY: the GIL is held (`py`); `start` and `stop` are live objects the
+    // caller keeps (PySlice_New takes its own references; NULL step means
+    // None). It returns a new reference or NULL with an error set, which
+    // from_owned_ptr_or_err takes over.
     unsafe {
         Bound::from_owned_ptr_or_err(
             py,
             pyo3::ffi::PySlice_New(start.as_ptr(), stop.as_ptr(), std::ptr::null_mut()),
         )
+    }
+}
+
+/// The lock if it is free now, for `__traverse__` and `__clear__`: they must
+/// neither block (the collector may run while this thread, or a thread the
+/// collector stopped, holds the lock) nor panic. A poisoned lock's data is
+/// still whole: every critical section over Python references in this crate
+/// is one container operation.
+pub fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Whether a pyclass's Rust value has been written, for `__traverse__` to
+/// check before it reads anything else.
+///
+/// The collector can traverse an object before its Rust value exists: pyo3
+/// calls the base type's `tp_new`, which allocates the object zero-filled
+/// and tracks it, and on CPython 3.11 and 3.12 then creates the instance
+/// `__dict__` eagerly (`_PyObject_InitializeDict` for a nonzero
+/// `tp_dictoffset`); that allocation may start a collection, which calls our
+/// `tp_traverse` on zero bytes where pyo3 has not yet written the value. An
+/// `Arc` read there is a null pointer. All-zero is a valid `Built` (false),
+/// and it reads true once the value is written.
+pub struct Built(std::sync::atomic::AtomicBool);
+
+impl Built {
+    pub fn new() -> Self {
+        Built(std::sync::atomic::AtomicBool::new(true))
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Default for Built {
+    fn default() -> Self {
+        Self::new()
     }
 }

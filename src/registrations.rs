@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors::os_error;
 use crate::fd_map::{FdMap, FdSet, RawFd};
@@ -92,9 +93,10 @@ impl Registrations {
     }
 
     /// Points the channel's link at this loop state (before its interest is
-    /// first read, so a change made while reading it is reported).
-    pub fn link(&self, notify: &ChannelNotify, fd: RawFd) {
-        notify.attach(&self.shared, fd);
+    /// first read, so a change made while reading it is reported). The link
+    /// keeps `holder`, the loop state's Python holder, alive (link.rs).
+    pub fn link(&self, notify: &ChannelNotify, fd: RawFd, holder: Option<Py<PyAny>>) {
+        notify.attach(&self.shared, fd, holder);
     }
 
     /// Registers `obj` at `fd`, wanting nothing yet (`apply` sets the interest).
@@ -279,6 +281,18 @@ impl Registrations {
             }
         }
         keys
+    }
+}
+
+impl Registrations {
+    /// Reports the Python references these registrations own to the garbage
+    /// collector: each map key and each polled channel (held in the shared
+    /// part, which only this owner reports).
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for reg in self.regs.values() {
+            visit.call(&reg.key)?;
+        }
+        self.shared.traverse(visit)
     }
 }
 

@@ -6,15 +6,17 @@
 //! dict that notes each key written in its `_changes`; the loop re-reads only
 //! those keys (loop_state.rs).
 //!
-//! Uses: module_state, names.
+//! Uses: module_state, names, pyobj.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::module_state::global;
 use crate::names;
+use crate::pyobj::{try_lock, Built};
 
 /// Past this many keys noted between two passes, the log keeps one "re-read
 /// everything" mark instead: a map nobody polls must not grow a list forever.
@@ -41,6 +43,8 @@ pub enum Changes {
 #[pyclass(frozen, module = "asyncore", name = "_ChangeLog")]
 #[derive(Default)]
 pub struct ChangeLog {
+    /// Checked first by `__traverse__` (see pyobj.rs `Built`).
+    built: Built,
     log: Mutex<Log>,
 }
 
@@ -106,6 +110,32 @@ impl ChangeLog {
     fn everything(&self) -> bool {
         self.log().everything
     }
+
+    /// The noted keys (a key may be any object, one that refers to the map
+    /// included). Nothing if another thread holds the lock.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if !self.built.get() {
+            return Ok(());
+        }
+        if let Some(log) = try_lock(&self.log) {
+            for key in &log.keys {
+                visit.call(key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the keys; the log then says "re-read everything", which is
+    /// true of a log that lost its keys.
+    fn __clear__(&self) {
+        let Some(mut log) = try_lock(&self.log) else {
+            return;
+        };
+        let keys = std::mem::take(&mut log.keys);
+        log.everything = true;
+        drop(log);
+        drop(keys);
+    }
 }
 
 /// `map[key] = value` / `del map[key]`. On our own `SocketMap` (exactly that
@@ -140,7 +170,10 @@ fn dict_set_raw(
     key: &Bound<'_, PyAny>,
     v: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    // SAFETY: GIL held; PyDict_SetItem does not steal references.
+    // SAFETY: the GIL is held; `d` is a dict (cast above) and `d`, `key`, `v`
+    // are live objects the caller keeps for the call (hashing `key` may run
+    // Python code; PyDict_SetItem holds its own references meanwhile and
+    // steals none). Returns -1 with an exception set on failure.
     let rc = unsafe { pyo3::ffi::PyDict_SetItem(d.as_ptr(), key.as_ptr(), v.as_ptr()) };
     if rc == 0 {
         Ok(())
@@ -150,7 +183,8 @@ fn dict_set_raw(
 }
 
 fn dict_del_raw(d: &Bound<'_, PyDict>, key: &Bound<'_, PyAny>) -> PyResult<()> {
-    // SAFETY: GIL held.
+    // SAFETY: as in dict_set_raw: the GIL is held, `d` is a dict, and `d` and
+    // `key` are live for the call.
     let rc = unsafe { pyo3::ffi::PyDict_DelItem(d.as_ptr(), key.as_ptr()) };
     if rc == 0 {
         Ok(())

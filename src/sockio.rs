@@ -67,26 +67,32 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs a non-blocking socket syscall (returning a count or -1) with PEP 475's
-/// EINTR handling: signal handlers run, then the call is retried.
+/// Runs a non-blocking socket syscall (returning a count or -1) once.
+///
+/// EINTR (PEP 475): the signal handlers run, then the Python method makes the
+/// call again (`Fallback`). Not a retry here: a handler may close the socket
+/// and open another on the same fd number, and only the socket object knows
+/// its current fd (CPython's sock_call_ex reads it again for each attempt).
 #[cfg(unix)]
-pub fn nonblocking(py: Python<'_>, mut call: impl FnMut() -> isize) -> Syscall<usize> {
-    loop {
-        let n = call();
-        if n >= 0 {
-            return Syscall::Done(n as usize);
-        }
-        match last_errno() {
-            libc::EINTR => {
-                if let Err(e) = py.check_signals() {
-                    return Syscall::Failed(e);
-                }
-            }
-            libc::EAGAIN => return Syscall::Fallback,
-            errno => return Syscall::Failed(os_error(py, errno)),
-        }
+pub fn nonblocking(py: Python<'_>, call: impl FnOnce() -> isize) -> Syscall<usize> {
+    let n = call();
+    if n >= 0 {
+        return Syscall::Done(n as usize);
+    }
+    match last_errno() {
+        libc::EINTR => match py.check_signals() {
+            Ok(()) => Syscall::Fallback,
+            Err(e) => Syscall::Failed(e),
+        },
+        libc::EAGAIN => Syscall::Fallback,
+        errno => Syscall::Failed(os_error(py, errno)),
     }
 }
+
+/// The largest read done directly: the scratch buffer is per thread and kept,
+/// and a larger request (`recv(2**40)`) goes to the Python method, which raises
+/// MemoryError as CPython does where an allocation here would abort.
+const MAX_DIRECT_RECV: usize = 1 << 20;
 
 /// Receives up to `size` bytes from `fd` and hands them to `take`.
 #[cfg(unix)]
@@ -96,13 +102,23 @@ pub fn recv_with<R>(
     size: usize,
     take: impl FnOnce(&[u8]) -> R,
 ) -> Syscall<R> {
+    if size > MAX_DIRECT_RECV {
+        return Syscall::Fallback;
+    }
     SCRATCH.with(|cell| {
-        let mut buf = cell.borrow_mut();
+        // In use further up this thread's stack (a signal handler or `take`
+        // reading a socket again): the Python method does this read.
+        let Ok(mut buf) = cell.try_borrow_mut() else {
+            return Syscall::Fallback;
+        };
         if buf.len() < size {
             buf.resize(size, 0);
         }
         let ptr = buf.as_mut_ptr();
-        // SAFETY: buf holds at least `size` writable bytes.
+        // SAFETY: `ptr` points to `buf`, which holds at least `size` writable
+        // bytes and is borrowed (so neither moved nor resized) until `take`
+        // has read it; recv writes at most `size` bytes. `fd` is the open fd
+        // of a socket object our caller holds.
         let got = nonblocking(py, || unsafe {
             libc::recv(fd, ptr.cast(), size, libc::MSG_DONTWAIT)
         });
@@ -117,7 +133,10 @@ pub fn recv_with<R>(
 /// Sends `data` on `fd` without blocking; returns the count sent.
 #[cfg(unix)]
 pub fn send_fd(py: Python<'_>, fd: RawFd, data: &[u8]) -> Syscall<usize> {
-    // SAFETY: data is a valid slice for the duration of the call.
+    // SAFETY: `data` is a valid slice for the duration of the call and send
+    // only reads `data.len()` bytes of it; `fd` is the open fd of a socket
+    // object our caller holds. MSG_NOSIGNAL: a closed peer gives EPIPE, not
+    // SIGPIPE (CPython ignores SIGPIPE at start-up to the same effect).
     nonblocking(py, || unsafe {
         libc::send(fd, data.as_ptr().cast(), data.len(), SEND_FLAGS)
     })
