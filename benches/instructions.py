@@ -100,6 +100,12 @@ def main(argv=None) -> int:
         default="echo",
     )
     parser.add_argument("--requests", default=None, help="N1,N2 (default depends on scenario)")
+    parser.add_argument(
+        "--keep",
+        metavar="DIR",
+        default=None,
+        help="keep the callgrind output files there (callgrind_annotate --inclusive=yes FILE)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("valgrind is not installed", file=sys.stderr)
@@ -112,8 +118,10 @@ def main(argv=None) -> int:
     defaults.update(echo65536=defaults["echo"], bulk65536=defaults["bulk"])
     n1, n2 = (int(n) for n in (args.requests or defaults[args.scenario]).split(","))
     with tempfile.TemporaryDirectory() as tmp:
-        a = count(args, n1, Path(tmp))
-        b = count(args, n2, Path(tmp))
+        workdir = Path(args.keep or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        a = count(args, n1, workdir)
+        b = count(args, n2, workdir)
     per = (b - a) / (n2 - n1)
     unit = scn.unit
     if scn.lines:

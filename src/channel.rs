@@ -94,6 +94,8 @@ pub struct Dispatcher {
     pub batch_mode: AtomicU8,
     /// Inside a `found_terminator()` with more input buffered behind it.
     pub pipelined: AtomicBool,
+    /// The last direct `recv` was large (see sockio::recv_new_bytes).
+    pub recv_big: AtomicBool,
 }
 
 impl Dispatcher {
@@ -108,6 +110,7 @@ impl Dispatcher {
             sock_seen: AtomicUsize::new(0),
             batch_mode: AtomicU8::new(0),
             pipelined: AtomicBool::new(false),
+            recv_big: AtomicBool::new(false),
         }
     }
 

@@ -347,7 +347,7 @@ impl Dispatcher {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let sock = socket_of(slf)?;
-        match recv_bytes(py, &sock, buffer_size) {
+        match recv_bytes(py, &sock, buffer_size, &slf.get().recv_big) {
             Ok(data) if data.is_truthy()? => Ok(data),
             Ok(_) => {
                 slf.call_method0(names::handle_close(py))?;

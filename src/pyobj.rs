@@ -27,6 +27,10 @@ pub fn slice_from<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
     if let (Ok(b), Ok(i)) = (obj.cast_exact::<PyBytes>(), start.extract::<usize>()) {
+        // CPython's bytes slicing returns the object itself for a full slice.
+        if i == 0 {
+            return Ok(obj.clone());
+        }
         let data = b.as_bytes();
         return Ok(PyBytes::new(py, data.get(i..).unwrap_or_default()).into_any());
     }

@@ -1180,3 +1180,45 @@ def test_subclass_with_own_init_and_mixin():
     assert c.got == b"abc" and c.done and sock.sizes[0] == 16
     r = asynchat.async_chat()
     assert repr(r) == "<asynchat.async_chat at %#x>" % id(r)
+
+
+def test_receive_larger_than_the_buffers_spare_capacity():
+    """A read that only partly fits the input buffer's kept capacity arrives whole,
+    in order, and a partial message behind it is kept."""
+    a, b = socket.socketpair()
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    chan_map = {}
+    got = []
+
+    class Chat(asynchat.async_chat):
+        def __init__(self, sock):
+            asynchat.async_chat.__init__(self, sock, map=chan_map)
+            self.set_terminator(b"\r\n")
+            self.parts = []
+
+        def collect_incoming_data(self, data):
+            self.parts.append(data)
+
+        def found_terminator(self):
+            got.append(b"".join(self.parts))
+            self.parts = []
+
+    c = Chat(a)
+    noline = bytes(b for b in range(256) if b not in b"\r\n")
+    first = noline * 40  # no terminator: collected, buffer drained
+    b.sendall(first)
+    for _ in range(50):
+        if sum(map(len, c.parts)) == len(first):
+            break
+        asyncore.loop(timeout=WAIT, map=chan_map, count=1)
+    second = noline * 200  # 50800 bytes, larger than what is kept
+    b.sendall(second + b"\r\ntail\r")
+    deadline = 50
+    while c.ac_in_buffer != b"\r" and deadline:
+        asyncore.loop(timeout=WAIT, map=chan_map, count=1)
+        deadline -= 1
+    assert got == [first + second]
+    assert c.parts == [b"tail"] and c.ac_in_buffer == b"\r"
+    c.close()
+    b.close()

@@ -1741,3 +1741,49 @@ def test_handle_accept_passes_the_pair_as_arguments(pair, chan_map):
 
     Acceptor(map=chan_map).handle_accept()
     assert got == [pair]
+
+
+# ---------------------------------------------------------------------------
+# payloads: received into the bytes returned, sent from the caller's object
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [1, 64, 8192, 65536, 200000])
+def test_recv_returns_exactly_what_arrived(size, chan_map):
+    """recv(n) gives what the peer sent, shrunk to the count (a full read too)."""
+    a, b = socket.socketpair()
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+    d = asyncore.dispatcher(a, map=chan_map)
+    payload = bytes(range(256)) * (300000 // 256)
+    b.sendall(payload[:size])
+    got = b""
+    while len(got) < size:
+        chunk = d.recv(size - len(got))
+        assert type(chunk) is bytes and 0 < len(chunk) <= size - len(got)
+        got += chunk
+    assert got == payload[:size]
+    b.send(b"xyz")
+    assert d.recv(2) == b"xy" and d.recv(100) == b"z"
+    b.close()
+    assert d.recv(10) == b""
+
+
+def test_with_send_keeps_the_callers_object_when_nothing_went_out(chan_map):
+    """CPython's `out_buffer[0:]` and `b'' + data` are the same object: so is ours."""
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    s = asyncore.dispatcher_with_send(a, map=chan_map)
+    # Fill the send buffer so that the next send() sends nothing.
+    a.setblocking(False)
+    try:
+        while True:
+            a.send(b"\0" * 65536)
+    except BlockingIOError:
+        pass
+    data = b"payload" * 1000
+    s.send(data)
+    assert s.out_buffer is data
+    s.initiate_send()
+    assert s.out_buffer is data
+    b.close()
