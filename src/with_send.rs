@@ -12,7 +12,7 @@ use crate::channel::{
 };
 use crate::dispatcher::{dispatcher_init, dispatcher_send};
 use crate::names;
-use crate::pyobj::slice_from;
+use crate::pyobj::{make_slice, slice_from};
 
 #[pymethods]
 impl Dispatcher {
@@ -43,7 +43,10 @@ impl Dispatcher {
             // `buf[:65536]` of a short bytes object is the object itself.
             buf.clone()
         } else {
-            buf.get_item(pyo3::types::PySlice::new(py, 0, 65536, 1))?
+            // CPython's `self.out_buffer[:65536]`: slice(None, 65536, None).
+            // (Not pyo3's PySlice::new, which leaks its three ints: clippy.toml.)
+            let stop = 65536i32.into_pyobject(py)?;
+            buf.get_item(make_slice(py, &py.None().into_bound(py), stop.as_any())?)?
         };
         let num_sent = dispatcher_send(slf, &chunk)?;
         let rest = slice_from(&out_buffer_of(slf)?, &num_sent)?;
