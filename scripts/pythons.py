@@ -405,10 +405,14 @@ def sid_session():
     zd = zig_dir()
     if zd:
         binds[zd] = IN_SID_ZIG
-    # maturin's binary is static: it runs in the root as it is
-    (SID / "usr/local/bin").mkdir(parents=True, exist_ok=True)
-    shutil.copy(maturin_cmd()[0], SID / "usr/local/bin/maturin")
     with sid_lock(), sid_mounts(binds):
+        # maturin's binary is static: it runs in the root as it is. Copied under
+        # the lock and renamed into place, so a maturin still running from the
+        # root (another run that just ended) never makes it "text file busy".
+        (SID / "usr/local/bin").mkdir(parents=True, exist_ok=True)
+        tmp = SID / "usr/local/bin/.maturin.new"
+        shutil.copy(maturin_cmd()[0], tmp)
+        os.replace(tmp, SID / "usr/local/bin/maturin")
         _SESSION_DEPTH += 1
         try:
             yield
