@@ -22,7 +22,7 @@ use crate::link::lock;
 use crate::loop_state::{LoopState, MapKind};
 use crate::pyobj::{try_lock, Built};
 
-/// At most this many idle states are kept (each holds an epoll fd).
+/// At most this many idle states are kept (each holds a poller: 3 fds).
 const CACHE_SIZE: usize = 8;
 
 enum Slot {
