@@ -24,7 +24,7 @@ use crate::link::lock;
 use crate::loop_state::LoopState;
 use crate::pyobj::{try_lock, Built};
 
-/// At most this many idle states are kept (each holds an epoll fd).
+/// At most this many idle states are kept (each holds a poller: 3 fds).
 const CACHE_SIZE: usize = 8;
 
 enum Slot {
@@ -44,21 +44,24 @@ pub struct LoopHolder {
     slot: Mutex<Slot>,
 }
 
+/// Takes the idle state out of `slot`, which is then dead. A busy slot is
+/// left as it is: the pass that has the state puts it back (Checkout::drop).
+fn take_idle(slot: &mut Slot) -> Option<Box<LoopState>> {
+    if matches!(slot, Slot::Busy) {
+        return None;
+    }
+    match std::mem::replace(slot, Slot::Dead) {
+        Slot::Idle(state) => Some(state),
+        _ => None,
+    }
+}
+
 impl LoopHolder {
-    /// Marks the holder dead and returns its state (if idle), to be dropped
-    /// by the caller after every lock is released: dropping it releases
-    /// Python objects, whose destructors may run Python code.
+    /// The idle state, taken out (see take_idle), to be dropped by the caller
+    /// after every lock is released: dropping it releases Python objects,
+    /// whose destructors may run Python code.
     fn retire(&self) -> Option<Box<LoopState>> {
-        let mut slot = lock(&self.slot);
-        match std::mem::replace(&mut *slot, Slot::Dead) {
-            Slot::Idle(state) => Some(state),
-            Slot::Busy => {
-                // A pass owns the state; it keeps it (see Checkout::drop).
-                *slot = Slot::Busy;
-                None
-            }
-            Slot::Dead => None,
-        }
+        take_idle(&mut lock(&self.slot))
     }
 
     fn is_idle(&self) -> bool {
@@ -87,17 +90,7 @@ impl LoopHolder {
     /// new one). A state lent to a pass is left alone: the collector only
     /// clears unreachable objects, and a running pass reaches its holder.
     fn __clear__(&self) {
-        let old = match try_lock(&self.slot) {
-            Some(mut slot) => match std::mem::replace(&mut *slot, Slot::Dead) {
-                Slot::Idle(state) => Some(state),
-                Slot::Busy => {
-                    *slot = Slot::Busy;
-                    None
-                }
-                Slot::Dead => None,
-            },
-            None => None,
-        };
+        let old = try_lock(&self.slot).and_then(|mut slot| take_idle(&mut slot));
         drop(old);
     }
 }

@@ -383,6 +383,31 @@ def test_many_short_lived_maps_leave_nothing(peers, loop):
     assert open_fd_count() == fds
 
 
+def test_live_maps_keep_a_bounded_number_of_loop_states(peers):
+    """Many maps alive at once, each polled once: what the loop keeps for them between
+    calls (a poller each in asyncore-rs) stays bounded; nothing is kept on CPython."""
+    gc.collect()
+    fds = open_fd_count()
+    maps = []
+    for _ in range(30):
+        map = Map()
+        sock, peer = pair(socket.socket)
+        peers.append(peer)
+        Reader(sock, map=map)
+        LOOPS["loop_poll"](map)
+        maps.append(map)
+    # 2 fds per map for its socketpair, and at most 8 kept loop states (asyncore-rs's
+    # poller has 3 fds: epoll, and the polling crate's eventfd and timerfd).
+    assert open_fd_count() - fds <= 2 * len(maps) + 3 * 8
+    refs = [weakref.ref(c) for m in maps for c in m.values()]
+    del maps, map, sock
+    for p in peers:
+        p.close()
+    peers.clear()
+    assert collected(*refs)
+    assert open_fd_count() == fds
+
+
 @pytest.mark.parametrize("loop", sorted(LOOPS))
 def test_channel_in_its_own_map_under_a_second_key(peers, loop):
     sock, peer = pair(BackRefSocket)
