@@ -87,8 +87,14 @@ print(json.dumps({"impl": impl, "class": cls_name, "n": n,
 
 
 def measure(python, impl, cls, n, passes, pure_dir):
+    env = dict(os.environ)
+    if impl == "stdlib":
+        # asyncore-rs's import hook (docs/install.rst) would otherwise serve
+        # `import asyncore` on 3.12+ even with the backport on the path.
+        env["ASYNCORE_RS_PREFER_BACKPORT"] = "1"
     proc = subprocess.run(
         [python, "-c", CHILD, impl, cls, str(n), str(passes), pure_dir or ""],
+        env=env,
         capture_output=True,
         text=True,
         check=False,
@@ -107,6 +113,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per cell; the median")
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--pure-dir", default=None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="every run, and the module")
     args = parser.parse_args(argv)
     impls = ("asyncore_rs", "stdlib") if args.impl == "both" else (args.impl,)
     header = "".join(f"{i:>14}" for i in impls)
@@ -114,11 +121,14 @@ def main(argv=None) -> int:
     for cls in args.classes:
         cells = []
         for impl in impls:
-            runs = sorted(
-                measure(args.python, impl, cls, args.n, args.passes, args.pure_dir)["kib_per_conn"]
+            results = [
+                measure(args.python, impl, cls, args.n, args.passes, args.pure_dir)
                 for _ in range(args.repeat)
-            )
+            ]
+            runs = sorted(r["kib_per_conn"] for r in results)
             cells.append(runs[len(runs) // 2])
+            if args.verbose:
+                print(f"  {impl} {cls}: {runs} ({results[0]['module']})")
         print(f"{cls:<22}" + "".join(f"{c:>14.3f}" for c in cells))
     return 0
 
