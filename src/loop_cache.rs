@@ -105,21 +105,15 @@ struct Entry {
 /// Oldest first. Only weak references: the cache keeps nothing alive.
 static CACHE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
-/// The live holder of the map at address `key`, if any; dead entries are
-/// removed (and returned, to be dropped after the lock is released).
-fn find(py: Python<'_>, key: usize) -> (Option<Py<LoopHolder>>, Vec<Entry>) {
-    let mut cache = lock(&CACHE);
-    let (dead, live): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut *cache)
-        .into_iter()
-        .partition(|e| e.weak.bind(py).upgrade().is_none());
-    *cache = live;
-    let found = cache.iter().find_map(|e| {
-        let h = e.weak.bind(py).upgrade()?;
-        let h = h.cast_into::<LoopHolder>().ok()?;
-        let serves = e.map == key && !matches!(*lock(&h.get().slot), Slot::Dead);
-        serves.then(|| h.unbind())
-    });
-    (found, dead)
+/// The live holder of the map at address `key`, if any. Only the entries
+/// under that key are looked at (dead ones are removed by `tidy`).
+fn find(py: Python<'_>, key: usize) -> Option<Py<LoopHolder>> {
+    let cache = lock(&CACHE);
+    cache.iter().filter(|e| e.map == key).find_map(|e| {
+        let h = e.weak.bind(py).upgrade()?.cast_into::<LoopHolder>().ok()?;
+        let live = !matches!(*lock(&h.get().slot), Slot::Dead);
+        live.then(|| h.unbind())
+    })
 }
 
 /// A loop state checked out for one map; returned to its holder on drop.
@@ -132,9 +126,7 @@ pub struct Checkout {
 impl Checkout {
     pub fn get(py: Python<'_>, map: &Bound<'_, PyAny>, mode: Mode) -> PyResult<Self> {
         let key = map.as_ptr() as usize;
-        let (found, dead) = find(py, key);
-        drop(dead);
-        if let Some(holder) = found {
+        if let Some(holder) = find(py, key) {
             let taken = {
                 let mut slot = lock(&holder.get().slot);
                 match std::mem::replace(&mut *slot, Slot::Busy) {
@@ -238,32 +230,42 @@ impl Drop for Checkout {
         *lock(&holder.get().slot) = Slot::Idle(Box::new(state));
         // Most recently used last.
         let addr = holder.as_ptr() as usize;
-        {
+        let crowded = {
             let mut cache = lock(&CACHE);
             if let Some(i) = cache.iter().position(|e| e.holder == addr) {
                 let e = cache.remove(i);
                 cache.push(e);
             }
+            cache.len() > CACHE_SIZE
+        };
+        if crowded {
+            Python::attach(tidy);
         }
-        Python::attach(evict_excess);
         // The last reference to the holder (if no channel is linked to the
         // state) frees the state here.
         drop(holder);
     }
 }
 
-/// Drops the oldest idle states beyond `CACHE_SIZE`.
-fn evict_excess(py: Python<'_>) {
-    let idle: Vec<Py<LoopHolder>> = {
-        let cache = lock(&CACHE);
-        cache
+/// Removes the entries of dead holders, then drops the oldest idle states
+/// beyond `CACHE_SIZE`. Run when the cache has more than `CACHE_SIZE` entries.
+fn tidy(py: Python<'_>) {
+    let (dead, idle): (Vec<Entry>, Vec<Py<LoopHolder>>) = {
+        let mut cache = lock(&CACHE);
+        let (dead, live): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut *cache)
+            .into_iter()
+            .partition(|e| e.weak.bind(py).upgrade().is_none());
+        *cache = live;
+        let idle = cache
             .iter()
             .filter_map(|e| e.weak.bind(py).upgrade())
             .filter_map(|h| h.cast_into::<LoopHolder>().ok())
             .filter(|h| h.get().is_idle())
             .map(Bound::unbind)
-            .collect()
+            .collect();
+        (dead, idle)
     };
+    drop(dead);
     if idle.len() > CACHE_SIZE {
         for holder in &idle[..idle.len() - CACHE_SIZE] {
             discard(holder);
@@ -274,9 +276,7 @@ fn evict_excess(py: Python<'_>) {
 
 /// Forgets the loop state of `map` (close_all empties it).
 pub fn forget(map: &Bound<'_, PyAny>) {
-    let (found, dead) = find(map.py(), map.as_ptr() as usize);
-    drop(dead);
-    if let Some(holder) = found {
+    if let Some(holder) = find(map.py(), map.as_ptr() as usize) {
         if holder.get().is_idle() {
             discard(&holder);
         }

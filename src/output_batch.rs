@@ -301,7 +301,7 @@ enum Outcome {
     Failed(PyErr),
 }
 
-/// One `sendmsg()` of the whole queue, then `extra` (EINTR retried, PEP 475).
+/// One `sendmsg()` of the whole queue, then `extra` (EINTR: see below).
 /// The queue is empty afterwards: what of it was not sent went back to the
 /// fifo, or was dropped with a broken connection. `extra` is the caller's
 /// (its fifo item is still in the fifo).
@@ -317,14 +317,28 @@ fn send_queue(
         std::mem::take(&mut st.out_queue)
     };
     let sock = socket_of(slf)?;
-    let Some(fd) = plain_fd(py, &sock) else {
+    let Some(mut fd) = plain_fd(py, &sock) else {
         // The socket was closed behind the channel (not through close() or
         // `self.socket`): as CPython's kernel, nothing more goes out on it.
         return Ok(Outcome::Broken(os_error(py, libc::EBADF)));
     };
     let result = loop {
         match sendmsg(py, fd, &queue.items, extra) {
-            Err(libc::EINTR) => py.check_signals()?,
+            Err(libc::EINTR) => {
+                // PEP 475: the handlers run, then the call is made again on
+                // the socket's fd as it is now (a handler may have closed it
+                // and another socket may have its number: CPython's
+                // sock_call_ex reads the fd again too). A handler that raises
+                // leaves the queue unsent, back in the fifo.
+                if let Err(e) = py.check_signals() {
+                    put_back(slf, queue.items, 0)?;
+                    return Err(e);
+                }
+                match plain_fd(py, &sock) {
+                    Some(now) => fd = now,
+                    None => break Err(libc::EBADF),
+                }
+            }
             r => break r,
         }
     };
