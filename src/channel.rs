@@ -44,6 +44,12 @@ pub struct Fields {
     pub connecting: bool,
     pub socket: Option<Py<PyAny>>,
     pub fileno: Option<Py<PyAny>>,
+    /// `_map` and `addr`: kept here rather than in the instance `__dict__`,
+    /// which then stays empty (an idle channel's largest cost otherwise; see
+    /// benches/idle_memory.py). Read and written through Python attribute
+    /// access only, so a subclass that shadows them still works.
+    pub map: Option<Py<PyAny>>,
+    pub addr: Option<Py<PyAny>>,
     /// `dispatcher_with_send.out_buffer`.
     pub out_buffer: Option<Py<PyAny>>,
     /// `async_chat.ac_in_buffer`.
@@ -167,6 +173,8 @@ impl Dispatcher {
         if let Some(st) = try_lock(&self.fields) {
             visit.call(&st.socket)?;
             visit.call(&st.fileno)?;
+            visit.call(&st.map)?;
+            visit.call(&st.addr)?;
             visit.call(&st.out_buffer)?;
             visit.call(&st.producer_fifo)?;
             for item in &st.out_queue.items {
@@ -195,6 +203,8 @@ impl Dispatcher {
         let taken = (
             st.socket.take(),
             st.fileno.take(),
+            st.map.take(),
+            st.addr.take(),
             st.out_buffer.take(),
             st.producer_fifo.take(),
             std::mem::take(&mut st.out_queue),
@@ -202,7 +212,7 @@ impl Dispatcher {
         drop(st);
         self.queued.store(false, Ordering::Relaxed);
         self.sock_seen.store(0, Ordering::Relaxed);
-        if let Some(fifo) = &taken.3 {
+        if let Some(fifo) = &taken.5 {
             Python::attach(|py| {
                 if let Ok(f) = fifo.bind(py).cast::<Fifo>() {
                     f.get().set_owner(None);
@@ -488,6 +498,24 @@ pub fn field<'py>(
     let py = slf.py();
     match pick(&slf.get().fields()) {
         Some(v) => Ok(v.bind(py).clone()),
+        None => Err(missing_attr(slf, name)),
+    }
+}
+
+/// `del self.<name>` of a Rust-held attribute: AttributeError while it is
+/// unset, as for an instance attribute never assigned. The object is
+/// released after the lock (its destructor may run Python).
+pub fn take_field(
+    slf: &Bound<'_, Dispatcher>,
+    pick: impl FnOnce(&mut Fields) -> &mut Option<Py<PyAny>>,
+    name: &str,
+) -> PyResult<()> {
+    let old = pick(&mut slf.get().fields()).take();
+    match old {
+        Some(v) => {
+            drop(v);
+            Ok(())
+        }
         None => Err(missing_attr(slf, name)),
     }
 }

@@ -16,7 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use crate::channel::{
     accepting, connected, connecting, field, set_accepting, set_connected, set_connecting,
-    socket_of, Dispatcher,
+    socket_of, take_field, Dispatcher,
 };
 use crate::errors::{errno_of, is_disconnect, os_error_with};
 use crate::module_state::global;
@@ -78,10 +78,6 @@ impl Dispatcher {
         false
     }
     #[classattr]
-    fn addr(py: Python<'_>) -> Py<PyAny> {
-        py.None()
-    }
-    #[classattr]
     fn ignore_log_types(py: Python<'_>) -> PyResult<Py<PyAny>> {
         Ok(pyo3::types::PyFrozenSet::new(py, ["warning"])?
             .into_any()
@@ -131,6 +127,36 @@ impl Dispatcher {
         output_batch::forget_socket(slf);
         slf.get().fields().socket = Some(v);
         Ok(())
+    }
+    /// Unset reads None: CPython's class attribute `addr = None`.
+    #[getter(addr)]
+    fn get_addr(&self, py: Python<'_>) -> Py<PyAny> {
+        self.fields()
+            .addr
+            .as_ref()
+            .map_or_else(|| py.None(), |a| a.clone_ref(py))
+    }
+    #[setter(addr)]
+    fn set_addr_attr(&self, v: Py<PyAny>) {
+        let old = self.fields().addr.replace(v);
+        drop(old); // after the lock: its destructor may run Python
+    }
+    #[deleter(addr)]
+    fn del_addr_attr(slf: &Bound<'_, Self>) -> PyResult<()> {
+        take_field(slf, |st| &mut st.addr, "addr")
+    }
+    #[getter(_map)]
+    fn get_map(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        field(slf, |st| st.map.as_ref(), "_map").map(Bound::unbind)
+    }
+    #[setter(_map)]
+    fn set_map_attr(&self, v: Py<PyAny>) {
+        let old = self.fields().map.replace(v);
+        drop(old); // after the lock: its destructor may run Python
+    }
+    #[deleter(_map)]
+    fn del_map_attr(slf: &Bound<'_, Self>) -> PyResult<()> {
+        take_field(slf, |st| &mut st.map, "_map")
     }
     #[getter(_fileno)]
     fn get_fileno(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {

@@ -18,8 +18,14 @@ pub enum Consume {
     Front(usize),
 }
 
+/// Allocated at the first byte received (or assigned), so an idle channel,
+/// and every channel class that never reads through asynchat, pays one
+/// pointer for it. Once made it is kept: a read per event must not allocate.
 #[derive(Default)]
-pub struct InBuf {
+pub struct InBuf(Option<Box<Parts>>);
+
+#[derive(Default)]
+struct Parts {
     /// `ac_in_buffer` is `buf[start..]`.
     buf: Vec<u8>,
     start: usize,
@@ -30,75 +36,103 @@ pub struct InBuf {
 }
 
 impl InBuf {
+    fn parts(&mut self) -> &mut Parts {
+        self.0.get_or_insert_with(Box::default)
+    }
+
     /// `ac_in_buffer`.
     pub fn data(&self) -> &[u8] {
-        &self.buf[self.start..]
+        self.0.as_deref().map_or(&[], |p| &p.buf[p.start..])
     }
 
     /// Appends received bytes.
     pub fn extend(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        if !data.is_empty() {
+            self.parts().buf.extend_from_slice(data);
+        }
+    }
+
+    /// The buffer to receive into: `ac_in_buffer` is its bytes from the
+    /// returned offset on; bytes appended to it are received data.
+    pub fn receive_buffer(&mut self) -> (&mut Vec<u8>, usize) {
+        let p = self.parts();
+        (&mut p.buf, p.start)
     }
 
     /// `self.ac_in_buffer = data`.
     pub fn assign(&mut self, data: &[u8]) {
-        if self.in_callback && self.stash.is_none() {
-            let old = std::mem::take(&mut self.buf);
-            self.stash = Some((old, self.start));
+        if data.is_empty() && self.0.is_none() {
+            return; // `ac_in_buffer = b''` on a channel that never received
         }
-        self.buf.clear();
-        self.buf.extend_from_slice(data);
-        self.start = 0;
+        let p = self.parts();
+        if p.in_callback && p.stash.is_none() {
+            let old = std::mem::take(&mut p.buf);
+            p.stash = Some((old, p.start));
+        }
+        p.buf.clear();
+        p.buf.extend_from_slice(data);
+        p.start = 0;
     }
 
     /// `collect_incoming_data` is about to run.
     pub fn begin_callback(&mut self) {
-        self.in_callback = true;
+        self.parts().in_callback = true;
     }
 
     /// `collect_incoming_data` returned (`completed`) or raised. After a
     /// return, an assignment it made is undone, as CPython's handle_read
     /// overwrites it; after an exception it stays.
     pub fn end_callback(&mut self, completed: bool) {
-        self.in_callback = false;
-        let stash = self.stash.take();
+        let Some(p) = self.0.as_deref_mut() else {
+            return;
+        };
+        p.in_callback = false;
+        let stash = p.stash.take();
         if let (true, Some((buf, start))) = (completed, stash) {
-            self.buf = buf;
-            self.start = start;
+            p.buf = buf;
+            p.start = start;
         }
     }
 
     /// Drops consumed input; returns whether input is left.
     pub fn consume(&mut self, how: &Consume) -> bool {
+        let Some(p) = self.0.as_deref_mut() else {
+            return false;
+        };
         match *how {
-            Consume::All => self.clear(),
+            Consume::All => p.clear(),
             Consume::Front(k) => {
-                self.start += k;
-                if self.start >= self.buf.len() {
-                    self.clear();
+                p.start += k;
+                if p.start >= p.buf.len() {
+                    p.clear();
                 }
             }
         }
         !self.data().is_empty()
     }
 
-    fn clear(&mut self) {
-        self.buf.clear();
-        self.start = 0;
-    }
-
     /// Keeps idle channels small: a drained buffer gives back large capacity,
     /// and a kept partial message moves to the front.
     pub fn shrink(&mut self) {
-        if self.data().is_empty() {
-            self.clear();
-            if self.buf.capacity() > 16 * 1024 {
-                self.buf = Vec::new();
+        let Some(p) = self.0.as_deref_mut() else {
+            return;
+        };
+        if p.start >= p.buf.len() {
+            p.clear();
+            if p.buf.capacity() > 16 * 1024 {
+                p.buf = Vec::new();
             }
-        } else if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
+        } else if p.start > 0 {
+            p.buf.drain(..p.start);
+            p.start = 0;
         }
+    }
+}
+
+impl Parts {
+    fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
     }
 }
 
@@ -159,15 +193,30 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_allocated_until_data_arrives() {
+        let mut b = InBuf::default();
+        b.extend(b"");
+        b.assign(b"");
+        assert!(!b.consume(&Consume::All));
+        b.shrink();
+        b.end_callback(true);
+        assert!(b.0.is_none());
+        assert_eq!(b.data(), b"");
+        b.extend(b"x");
+        assert!(b.0.is_some());
+        assert_eq!(b.data(), b"x");
+    }
+
+    #[test]
     fn shrink_compacts_and_releases() {
         let mut b = filled(b"done\npartial");
         b.consume(&Consume::Front(5));
         b.shrink();
         assert_eq!(b.data(), b"partial");
-        assert_eq!(b.start, 0);
+        assert_eq!(b.receive_buffer().1, 0);
         let mut big = filled(&vec![b'x'; 64 * 1024]);
         big.consume(&Consume::All);
         big.shrink();
-        assert_eq!(big.buf.capacity(), 0);
+        assert_eq!(big.receive_buffer().0.capacity(), 0);
     }
 }
