@@ -198,12 +198,20 @@ impl LoopState {
             .try_iter()?
             .map(|kv| kv.and_then(|kv| kv.extract()))
             .collect::<PyResult<_>>()?;
+        // Only a plain dict is compared with the snapshot (dict_unchanged);
+        // for the others it would be 16 bytes per channel kept for nothing.
+        let keep_snapshot = matches!(self.kind, MapKind::Dict);
         self.snapshot.clear();
+        if !keep_snapshot {
+            self.snapshot.shrink_to_fit();
+        }
         self.unkeyed.clear();
         let mut seen: FdSet = FdSet::with_capacity_and_hasher(items.len(), FdHash::default());
         for (key, obj) in &items {
-            self.snapshot
-                .push((key.as_ptr() as usize, obj.as_ptr() as usize));
+            if keep_snapshot {
+                self.snapshot
+                    .push((key.as_ptr() as usize, obj.as_ptr() as usize));
+            }
             if let Some(fd) = self.place(py, key, obj, true)? {
                 seen.insert(fd);
             }
