@@ -348,7 +348,8 @@ fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) ->
     match instance_dict(obj) {
         SlotDict::Empty => return false,
         // An error in the lookup: can't tell, assume an override.
-        SlotDict::Dict(d) => return d.contains(name).unwrap_or(true),
+        // An empty dict is answered without a lookup (about 100 instructions).
+        SlotDict::Dict(d) => return !d.is_empty() && d.contains(name).unwrap_or(true),
         SlotDict::Elsewhere => {}
     }
     match obj.getattr(names::dunder_dict(py)) {
@@ -616,6 +617,17 @@ fn missing_attr(slf: &Bound<'_, Dispatcher>, name: impl std::fmt::Display) -> Py
     pyo3::exceptions::PyAttributeError::new_err(format!(
         "'{class}' object has no attribute '{name}'"
     ))
+}
+
+/// Whether `obj.<name>` is certainly False without reading it: the class
+/// attribute found along the MRO is `False` itself (no descriptor) and the
+/// instance dict does not shadow it (CPython's `debug = False`). False means
+/// "read it" (`getattr`), not that the attribute is true.
+pub fn is_plain_false(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) -> bool {
+    let in_class = crate::calls::class_attr_ptr(&obj.get_type(), name);
+    // SAFETY: Py_False is a static object; only its address is compared.
+    let false_ptr = unsafe { pyo3::ffi::Py_False() };
+    in_class == false_ptr && !instance_dict_has(obj, name)
 }
 
 /// Whether `obj.<public>` resolves to our Rust method registered as `<private>`

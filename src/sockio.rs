@@ -10,6 +10,8 @@
 
 #[cfg(unix)]
 use std::cell::RefCell;
+#[cfg(unix)]
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::prelude::*;
@@ -50,17 +52,74 @@ pub fn plain_fd(py: Python<'_>, sock: &Bound<'_, PyAny>) -> Option<RawFd> {
     if !is_plain(py, sock) {
         return None;
     }
-    // sock.fileno() without binding a method object (PyObject_AsFileDescriptor
-    // would bind one); a closed socket gives -1.
-    let fd = crate::calls::call_method0(sock, names::fileno(py)).and_then(|n| n.extract::<RawFd>());
-    match fd {
-        Ok(fd) if fd >= 0 => Some(fd),
-        Ok(_) => None,
-        Err(e) => {
-            drop(e);
-            None
-        }
+    #[cfg(unix)]
+    let fd = if sock.get_type().as_ptr() as usize == FD_FIELD_TYPE.load(Ordering::Relaxed) {
+        // SAFETY: `sock`'s exact type is one whose objects were checked to
+        // be `_socket.socket`s with the fd where read_fd_field looks.
+        unsafe { read_fd_field(sock) }
+    } else {
+        fileno_checking_layout(py, sock)?
+    };
+    #[cfg(windows)]
+    let fd = call_fileno(py, sock)?;
+    (fd >= 0).then_some(fd)
+}
+
+/// `sock.fileno()` without binding a method object (PyObject_AsFileDescriptor
+/// would bind one); a closed socket gives -1.
+fn call_fileno(py: Python<'_>, sock: &Bound<'_, PyAny>) -> Option<RawFd> {
+    crate::calls::call_method0(sock, names::fileno(py))
+        .and_then(|n| n.extract::<RawFd>())
+        .ok()
+}
+
+/// The type (address, kept alive) whose objects' fd is read from the object
+/// itself; 0 until one is checked.
+#[cfg(unix)]
+static FD_FIELD_TYPE: AtomicUsize = AtomicUsize::new(0);
+
+/// `sock_fd` of CPython's `PySocketSockObject` (Modules/socketmodule.h: the
+/// first field after the object header, an `int` on POSIX; -1 once closed or
+/// detached). What `sock.fileno()` returns, without the method call (about
+/// 400 instructions, twice per echoed request).
+///
+/// # Safety
+/// `sock` must be an instance of `_socket.socket` (or a subclass).
+#[cfg(unix)]
+unsafe fn read_fd_field(sock: &Bound<'_, PyAny>) -> RawFd {
+    // SAFETY: the caller's contract: the object is at least a
+    // PySocketSockObject, whose first field after the header is sock_fd.
+    unsafe {
+        sock.as_ptr()
+            .cast::<u8>()
+            .add(std::mem::size_of::<pyo3::ffi::PyObject>())
+            .cast::<RawFd>()
+            .read_unaligned()
     }
+}
+
+/// `sock.fileno()`; on the way, learns whether `sock`'s type keeps the fd
+/// where read_fd_field reads it (a `_socket.socket` subclass whose field
+/// agrees with `fileno()` on an open socket), and if so, remembers the type.
+#[cfg(unix)]
+#[cold]
+fn fileno_checking_layout(py: Python<'_>, sock: &Bound<'_, PyAny>) -> Option<RawFd> {
+    let fd = call_fileno(py, sock)?;
+    let ty = sock.get_type();
+    let is_c_socket = py
+        .import("_socket")
+        .and_then(|m| m.getattr("socket"))
+        .is_ok_and(|base| {
+            base.cast::<pyo3::types::PyType>()
+                .is_ok_and(|base| ty.is_subclass(base).unwrap_or(false))
+        });
+    // SAFETY: checked just above to be a `_socket.socket` instance.
+    if fd >= 0 && is_c_socket && unsafe { read_fd_field(sock) } == fd {
+        // Kept alive for good, so that its address is never another type's.
+        std::mem::forget(ty.clone().unbind());
+        FD_FIELD_TYPE.store(ty.as_ptr() as usize, Ordering::Relaxed);
+    }
+    Some(fd)
 }
 
 #[cfg(unix)]

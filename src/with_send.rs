@@ -7,8 +7,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::channel::{
-    connected, field, has_builtin, out_buffer_of, set_out_buffer, socket_of, store_out_buffer,
-    Dispatcher,
+    connected, field, has_builtin, is_plain_false, out_buffer_of, set_out_buffer, socket_of,
+    store_out_buffer, Dispatcher,
 };
 use crate::dispatcher::{dispatcher_init, dispatcher_send};
 use crate::names;
@@ -68,7 +68,8 @@ impl Dispatcher {
 
     fn _ws_send(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        if slf.getattr(names::debug(py))?.is_truthy()? {
+        let debug = names::debug(py);
+        if !is_plain_false(slf, debug) && slf.getattr(debug)?.is_truthy()? {
             let msg = format!("sending {}", data.repr()?);
             slf.call_method1(names::log_info(py), (msg,))?;
         }

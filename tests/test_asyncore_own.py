@@ -1787,3 +1787,82 @@ def test_with_send_keeps_the_callers_object_when_nothing_went_out(chan_map):
     s.initiate_send()
     assert s.out_buffer is data
     b.close()
+
+
+def test_addr_and_map_behave_as_instance_attributes(chan_map):
+    """`addr` reads the class's None until set, and `del` falls back to it;
+    `_map` exists from __init__ on; a subclass's class attribute still shadows."""
+    d = asyncore.dispatcher.__new__(asyncore.dispatcher)
+    assert d.addr is None
+    with pytest.raises(AttributeError):
+        d._map  # noqa: B018
+    d.addr = ("h", 1)
+    assert d.addr == ("h", 1)
+    del d.addr
+    assert d.addr is None
+    with pytest.raises(AttributeError):
+        del d.addr
+    a, b = socket.socketpair()
+    d = asyncore.dispatcher(a, map=chan_map)
+    assert d._map is chan_map and chan_map[a.fileno()] is d
+
+    class Named(asyncore.dispatcher):
+        addr = "class value"
+
+    n = Named()
+    assert n.addr == "class value"
+    n.addr = "mine"
+    assert n.addr == "mine" and Named.addr == "class value"
+    del n.addr
+    assert n.addr == "class value"
+    b.close()
+
+def test_socket_detached_behind_the_channel(chan_map):
+    """A socket detached behind the channel's back (fd -1) is no longer used
+    directly: recv goes to the socket's own method, whose EBADF is a disconnect
+    (handle_close, b''), as in CPython; the fd is not read from stale state."""
+    a, b = socket.socketpair()
+    closes = []
+
+    class D(asyncore.dispatcher):
+        def handle_close(self):
+            closes.append(1)
+
+    d = D(a, map=chan_map)
+    b.send(b"x")
+    assert d.recv(10) == b"x"  # the direct path, once
+    fd = a.detach()
+    b.send(b"y")  # readable on the old fd: a direct read would return it
+    assert d.recv(10) == b"" and closes == [1]
+    assert d.send(b"z") == 0 and closes == [1, 1]
+    os.close(fd)
+    b.close()
+
+
+def test_with_send_debug_logs_from_class_or_instance(chan_map):
+    """dispatcher_with_send.send logs 'sending ...' when self.debug is true,
+    whether a subclass or the instance sets it (the fast path skips reading
+    `debug` only while it is the class's plain False)."""
+    logged = []
+
+    class W(asyncore.dispatcher_with_send):
+        def log_info(self, message, type="info"):
+            logged.append(message)
+
+    class Loud(W):
+        debug = True
+
+    class Truthy(W):
+        debug = 1
+
+    for cls, on_instance in ((W, False), (W, True), (Loud, False), (Truthy, False)):
+        a, b = socket.socketpair()
+        w = cls(a, map=chan_map)
+        if on_instance:
+            w.debug = True
+        logged.clear()
+        w.send(b"x")
+        expected = [] if cls is W and not on_instance else ["sending b'x'"]
+        assert logged == expected, (cls, on_instance)
+        w.close()
+        b.close()
