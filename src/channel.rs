@@ -95,7 +95,7 @@ pub struct Dispatcher {
     /// `Fields::out_queue` holds data (see output_batch.rs).
     pub queued: AtomicBool,
     /// The socket object last seen plain and open (see output_batch.rs).
-    pub sock_seen: AtomicUsize,
+    sock_seen: AtomicUsize,
     /// `output_batch::BatchMode` as u8; 0 until first needed.
     pub batch_mode: AtomicU8,
     /// Inside a `found_terminator()` with more input buffered behind it.
@@ -132,6 +132,35 @@ impl Dispatcher {
         if changed && interest {
             self.notify.mark_dirty();
         }
+    }
+
+    /// Whether the socket object at `addr` was seen plain and open (see
+    /// output_batch.rs `socket_is_exclusive`).
+    pub fn socket_seen(&self, addr: usize) -> bool {
+        self.sock_seen.load(Ordering::Relaxed) == addr
+    }
+
+    pub fn mark_socket_seen(&self, addr: usize) {
+        self.sock_seen.store(addr, Ordering::Relaxed);
+    }
+
+    /// Forgets that the socket was seen open: Python code that gets hold of
+    /// it may close it, and a new one is not checked yet.
+    pub fn forget_socket(&self) {
+        self.sock_seen.store(0, Ordering::Relaxed);
+    }
+
+    /// `self.socket` handed to Python code (which may close it).
+    pub fn expose_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        slf.get().forget_socket();
+        field(slf, |st| st.socket.as_ref(), "socket").map(Bound::unbind)
+    }
+
+    /// `self.socket = v`.
+    pub fn replace_socket(&self, v: Py<PyAny>) {
+        self.forget_socket();
+        let old = self.fields().socket.replace(v);
+        drop(old); // after the lock: its destructor may run Python
     }
 
     pub fn fields(&self) -> MutexGuard<'_, Fields> {
@@ -211,7 +240,7 @@ impl Dispatcher {
         );
         drop(st);
         self.queued.store(false, Ordering::Relaxed);
-        self.sock_seen.store(0, Ordering::Relaxed);
+        self.forget_socket();
         if let Some(fifo) = &taken.5 {
             Python::attach(|py| {
                 if let Ok(f) = fifo.bind(py).cast::<Fifo>() {

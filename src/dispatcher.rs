@@ -18,7 +18,7 @@ use crate::channel::{
     accepting, connected, connecting, field, set_accepting, set_connected, set_connecting,
     socket_of, take_field, Dispatcher,
 };
-use crate::errors::{errno_of, is_disconnect, os_error_with};
+use crate::errors::{errno_of, is_disconnect, os_error_with, py_errno};
 use crate::module_state::global;
 use crate::names;
 use crate::output_batch;
@@ -117,15 +117,13 @@ impl Dispatcher {
     #[getter(socket)]
     fn get_socket(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         output_batch::flush(slf)?;
-        output_batch::forget_socket(slf);
-        field(slf, |st| st.socket.as_ref(), "socket").map(Bound::unbind)
+        Self::expose_socket(slf)
     }
     #[setter(socket)]
     fn set_socket_attr(slf: &Bound<'_, Self>, v: Py<PyAny>) -> PyResult<()> {
         // Batched output belongs to the old socket (STARTTLS swaps it).
         output_batch::flush(slf)?;
-        output_batch::forget_socket(slf);
-        slf.get().fields().socket = Some(v);
+        slf.get().replace_socket(v);
         Ok(())
     }
     /// Unset reads None: CPython's class attribute `addr = None`.
@@ -318,12 +316,14 @@ impl Dispatcher {
         let err: i32 = socket_of(slf)?
             .call_method1(names::connect_ex(py), (address,))?
             .extract()?;
-        if matches!(err, libc::EINPROGRESS | libc::EALREADY | libc::EWOULDBLOCK)
-            || (err == libc::EINVAL && is_windows(py)?)
+        if matches!(
+            err,
+            py_errno::EINPROGRESS | py_errno::EALREADY | py_errno::EWOULDBLOCK
+        ) || (err == py_errno::EINVAL && is_windows(py)?)
         {
             return slf.setattr(names::addr(py), address);
         }
-        if err == 0 || err == libc::EISCONN {
+        if err == 0 || err == py_errno::EISCONN {
             slf.setattr(names::addr(py), address)?;
             slf.call_method0(names::handle_connect_event(py))?;
             return Ok(());
@@ -339,7 +339,9 @@ impl Dispatcher {
             Err(e) if e.is_instance_of::<PyTypeError>(py) => return Ok(py.None().into_bound(py)),
             Err(e) => {
                 return match errno_of(py, &e) {
-                    Some(libc::EWOULDBLOCK | libc::ECONNABORTED) => Ok(py.None().into_bound(py)),
+                    Some(py_errno::EWOULDBLOCK | py_errno::ECONNABORTED) => {
+                        Ok(py.None().into_bound(py))
+                    }
                     _ => Err(e),
                 }
             }
@@ -392,7 +394,7 @@ impl Dispatcher {
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         output_batch::flush(slf)?;
-        output_batch::forget_socket(slf);
+        slf.get().forget_socket();
         set_connected(slf, false)?;
         set_accepting(slf, false)?;
         set_connecting(slf, false)?;
@@ -400,7 +402,7 @@ impl Dispatcher {
         let sock = socket_of(slf)?;
         if !sock.is_none() {
             if let Err(e) = sock.call_method0(names::close(py)) {
-                if !matches!(errno_of(py, &e), Some(libc::ENOTCONN | libc::EBADF)) {
+                if !matches!(errno_of(py, &e), Some(py_errno::ENOTCONN | py_errno::EBADF)) {
                     return Err(e);
                 }
             }
@@ -558,7 +560,7 @@ pub fn dispatcher_init(
     match sock.call_method0(names::getpeername(py)) {
         Ok(addr) => slf.setattr(names::addr(py), addr),
         Err(e) => match errno_of(py, &e) {
-            Some(libc::ENOTCONN | libc::EINVAL) => set_connected(slf, false),
+            Some(py_errno::ENOTCONN | py_errno::EINVAL) => set_connected(slf, false),
             Some(_) => {
                 slf.call_method1(names::del_channel(py), (map,))?;
                 Err(e)
@@ -580,7 +582,7 @@ pub fn dispatcher_send<'py>(
     match send_obj(py, &sock, data) {
         Ok(n) => Ok(n),
         Err(e) => match errno_of(py, &e) {
-            Some(libc::EWOULDBLOCK) => Ok(0i32.into_pyobject(py)?.into_any()),
+            Some(py_errno::EWOULDBLOCK) => Ok(0i32.into_pyobject(py)?.into_any()),
             Some(errno) if is_disconnect(py, errno)? => {
                 slf.call_method0(names::handle_close(py))?;
                 Ok(0i32.into_pyobject(py)?.into_any())

@@ -12,6 +12,32 @@ use pyo3::types::{PyList, PyString, PyTuple};
 use crate::module_state::{bound, global};
 use crate::names;
 
+/// The values of Python's `errno` module for the names asyncore compares an
+/// OSError's `errno` with. POSIX: the C library's. Windows: CPython's
+/// Modules/errnomodule.c gives the socket names their WinSock codes
+/// (`errno.EWOULDBLOCK == WSAEWOULDBLOCK == 10035`, which a socket error's
+/// `errno` carries), where the C runtime's `EWOULDBLOCK` is 140.
+pub mod py_errno {
+    #[cfg(unix)]
+    pub use libc::{
+        EALREADY, EBADF, ECONNABORTED, EINPROGRESS, EINVAL, EISCONN, ENOTCONN, EWOULDBLOCK,
+    };
+    #[cfg(windows)]
+    mod winsock {
+        pub const EWOULDBLOCK: i32 = 10035;
+        pub const EINPROGRESS: i32 = 10036;
+        pub const EALREADY: i32 = 10037;
+        pub const ECONNABORTED: i32 = 10053;
+        pub const EISCONN: i32 = 10056;
+        pub const ENOTCONN: i32 = 10057;
+        // Not socket names: the C runtime's values.
+        pub const EBADF: i32 = 9;
+        pub const EINVAL: i32 = 22;
+    }
+    #[cfg(windows)]
+    pub use winsock::*;
+}
+
 /// `OSError(err, os.strerror(err))`, which Python turns into the errno's subclass
 /// (ConnectionResetError, BlockingIOError...), as the socket module raises it.
 #[cold]

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyInt, PyString};
 
 use crate::channel::{has_builtin, Dispatcher};
-use crate::errors::{call_in_except, errno_of, is_disconnect, is_reraised};
+use crate::errors::{call_in_except, errno_of, is_disconnect, is_reraised, py_errno};
 use crate::interest::Mode;
 use crate::loop_cache::{forget, Checkout};
 use crate::loop_state::LoopState;
@@ -398,7 +398,7 @@ pub fn close_all(
     for x in values {
         if let Err(e) = x.call_method0(names::close(py)) {
             if e.is_instance_of::<pyo3::exceptions::PyOSError>(py) {
-                if errno_of(py, &e) == Some(libc::EBADF) || ignore_all {
+                if errno_of(py, &e) == Some(py_errno::EBADF) || ignore_all {
                     continue;
                 }
                 return Err(e);

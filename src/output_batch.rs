@@ -171,22 +171,18 @@ fn socket_is_exclusive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
     }
     // Open: checked once per socket object with a fileno() call. Only the
     // channel holds it, so it can be closed only through the channel, whose
-    // `socket` getter and setter and close() forget the check.
+    // `socket` getter and setter and close() forget the check (channel.rs
+    // `expose_socket`, `replace_socket`, `forget_socket`).
     let me = slf.get();
     let addr = sock.as_ptr() as usize;
-    if me.sock_seen.load(Ordering::Relaxed) == addr {
+    if me.socket_seen(addr) {
         return Ok(true);
     }
     if plain_fd(slf.py(), &sock).is_none() {
         return Ok(false);
     }
-    me.sock_seen.store(addr, Ordering::Relaxed);
+    me.mark_socket_seen(addr);
     Ok(true)
-}
-
-/// Forgets that the socket was seen open (it may be closed or replaced now).
-pub fn forget_socket(slf: &Bound<'_, Dispatcher>) {
-    slf.get().sock_seen.store(0, Ordering::Relaxed);
 }
 
 /// `data` as a bytes object the queue can hold: bytes itself, or a copy of a
