@@ -2,6 +2,7 @@
 # The benchmark suite on a real Debian CPython 3.X (default 3.14), for docs/benchmarks.rst.
 #
 #   sudo benches/sid_bench.sh [3.14] [bench options...]
+#   sudo benches/sid_bench.sh 3.14 --idle-memory [idle_memory.py options...]
 #
 # Runs in the Debian sid root that scripts/pythons.py creates and keeps in
 # /var/cache/asyncore-rs/sid ($ASYNCORE_RS_SID), holding its lock (sid.lock) the whole
@@ -77,6 +78,10 @@ maturin build --release -i "python$PYV" -o /tmp/bench-dist
 /tmp/bench-venv/bin/pip install -q --no-index --find-links /bench-wheels \
     --target /tmp/bench-pure pyasyncore pyasynchat
 cd /tmp
+if [ "${1:-}" = --idle-memory ]; then
+    shift
+    exec /tmp/bench-venv/bin/python /bench-src/benches/idle_memory.py --pure-dir /tmp/bench-pure "$@"
+fi
 /tmp/bench-venv/bin/python -m asyncore_rs bench --pure-dir /tmp/bench-pure --write-docs \
     --docs-file /bench-src/docs/benchmarks.rst --shown-command "$SHOWN" "$@"
 ' bench "$@"

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
 
 use crate::channel::{
-    connected, field, has_builtin, int_setting, plain_size_setting, producer_fifo_of,
+    as_size, connected, field, has_builtin, int_setting, producer_fifo_of, read_setting,
     set_producer_fifo, socket_of, store_producer_fifo, Dispatcher, F_CONNECTED, F_FIFO, F_INBUF,
 };
 use crate::dispatcher::{dispatcher_init, dispatcher_send};
@@ -334,17 +334,19 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
             data.get_type().unbind(),
         )));
     }
-    if let Some(size) = plain_size_setting(slf, names::ac_out_buffer_size(py)) {
+    // CPython reads ac_out_buffer_size once, and initiate_send at the call.
+    let (sabs, plain) = read_setting(slf, names::ac_out_buffer_size(py))?;
+    let ours = has_builtin(slf, names::initiate_send(py), names::_ac_initiate_send(py));
+    if let (true, true, Some(size)) = (ours, plain, as_size(&sabs)) {
         if pushed_in_one_step(slf, data, size)? {
             return Ok(());
         }
     }
-    let sabs = int_setting(slf, names::ac_out_buffer_size(py))?;
     let fifo = producer_fifo_of(slf)?;
     let n = data.len()?;
-    let longer = match sabs.extract::<usize>() {
-        Ok(size) => n > size,
-        Err(_) => sabs.lt(n)?,
+    let longer = match as_size(&sabs) {
+        Some(size) => n > size,
+        None => sabs.lt(n)?,
     };
     if longer {
         let starts = py.get_type::<pyo3::types::PyRange>().call1((0, n, &sabs))?;
@@ -354,9 +356,7 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
             let part = data.get_item(crate::pyobj::make_slice(py, &i, &end)?)?;
             crate::fifo::append(&fifo, &part)?;
         }
-    }
-    let ours = has_builtin(slf, names::initiate_send(py), names::_ac_initiate_send(py));
-    if !longer {
+    } else {
         crate::fifo::append(&fifo, data)?;
     }
     if ours {
@@ -367,11 +367,11 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
 }
 
 /// The common push into an empty fifo, in one step: CPython appends `data`,
-/// and its `initiate_send` sends all of it (here virtually, in a batch
-/// window) and deletes it again. True when that is what happened; false when
-/// nothing observable was done and the caller must run CPython's steps.
-/// `size` is `ac_out_buffer_size`, read without running Python code, so it
-/// is also what initiate_send would read as `obs`.
+/// and its `initiate_send` (ours, checked by the caller) sends all of it
+/// (here virtually, in a batch window) and deletes it again. True when that
+/// is what happened; false when nothing observable was done and the caller
+/// must run CPython's steps. `size` is `ac_out_buffer_size`, read without
+/// running Python code, so it is also what initiate_send would read as `obs`.
 fn pushed_in_one_step(
     slf: &Bound<'_, Dispatcher>,
     data: &Bound<'_, PyAny>,
@@ -392,9 +392,8 @@ fn pushed_in_one_step(
     if !fifo.cast::<Fifo>().is_ok_and(|f| f.get().is_empty()) || !connected(slf)? {
         return Ok(false);
     }
-    let ours = has_builtin(slf, names::initiate_send(py), names::_ac_initiate_send(py))
-        && has_builtin(slf, names::send(py), names::send(py));
-    Ok(ours && output_batch::virtual_send(slf, &fifo, data)? == Some(n))
+    Ok(has_builtin(slf, names::send(py), names::send(py))
+        && output_batch::virtual_send(slf, &fifo, data) == Some(n))
 }
 
 /// `async_chat.initiate_send()`: one send attempt per call, as CPython's,
@@ -477,7 +476,7 @@ fn send<'py>(
     data: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
-    if let Some(n) = output_batch::virtual_send(slf, fifo, data)? {
+    if let Some(n) = output_batch::virtual_send(slf, fifo, data) {
         return Ok(n.into_pyobject(py)?.into_any());
     }
     if output_batch::has_queued(slf) {

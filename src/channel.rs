@@ -431,13 +431,21 @@ pub fn int_setting<'py>(
     }
 }
 
-/// `obj.<name>` as a size, when it is a non-negative int that reading ran no
-/// Python code to find (see plain_setting).
-pub fn plain_size_setting(
-    obj: &Bound<'_, Dispatcher>,
-    name: &Bound<'_, PyString>,
-) -> Option<usize> {
-    let v = plain_setting(obj, name)?;
+/// `obj.<name>`, and whether reading it ran no Python code (see
+/// plain_setting): CPython's one read of a setting, for a caller that also
+/// needs to know the value is exactly what a later read would give.
+pub fn read_setting<'py>(
+    obj: &Bound<'py, Dispatcher>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<(Bound<'py, PyAny>, bool)> {
+    match plain_setting(obj, name) {
+        Some(v) => Ok((v, true)),
+        None => Ok((obj.getattr(name)?, false)),
+    }
+}
+
+/// `v` as a size, when it is an exact non-negative int that fits one.
+pub fn as_size(v: &Bound<'_, PyAny>) -> Option<usize> {
     if !v.is_exact_instance_of::<PyInt>() {
         return None;
     }

@@ -48,7 +48,7 @@ use std::sync::atomic::Ordering;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
 
-use crate::channel::{producer_fifo_of, socket_of, Dispatcher};
+use crate::channel::{producer_fifo_of, socket_of, Dispatcher, F_SOCKET};
 use crate::errors::{call_in_except, is_disconnect, os_error};
 use crate::fd_map::RawFd;
 use crate::fifo::Fifo;
@@ -154,35 +154,51 @@ pub fn has_queued(slf: &Bound<'_, Dispatcher>) -> bool {
     slf.get().queued.load(Ordering::Relaxed)
 }
 
-/// Whether the socket is a plain, open `socket.socket` that no Python object
-/// but the channel holds, so nothing can write to it behind the queue.
-fn socket_is_exclusive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
+/// Whether the channel's socket is a plain, open `socket.socket` that no
+/// Python object but the channel holds, so nothing can write to it behind
+/// the queue. `sock` is the socket field, read under the channel's lock.
+fn socket_is_exclusive(me: &Dispatcher, sock: &Py<PyAny>) -> Exclusive {
     if cfg!(windows) {
         // The queue goes out in one sendmsg(), a POSIX call: on Windows every
         // send is real, as CPython's.
-        return Ok(false);
+        return Exclusive::No;
     }
-    let sock = socket_of(slf)?;
-    // Two references: the channel's field and `sock` here. A subclass that
-    // shadows `socket` keeps another one in its __dict__, and loses batching.
+    // One reference: the channel's field. A subclass that shadows `socket`
+    // keeps another one in its __dict__, and loses batching.
     // SAFETY: `sock` is a live object; reading its refcount has no effect.
-    if unsafe { pyo3::ffi::Py_REFCNT(sock.as_ptr()) } != 2 {
-        return Ok(false);
+    if unsafe { pyo3::ffi::Py_REFCNT(sock.as_ptr()) } != 1 {
+        return Exclusive::No;
     }
     // Open: checked once per socket object with a fileno() call. Only the
     // channel holds it, so it can be closed only through the channel, whose
     // `socket` getter and setter and close() forget the check (channel.rs
     // `expose_socket`, `replace_socket`, `forget_socket`).
-    let me = slf.get();
-    let addr = sock.as_ptr() as usize;
-    if me.socket_seen(addr) {
-        return Ok(true);
+    if me.socket_seen(sock.as_ptr() as usize) {
+        Exclusive::Yes
+    } else {
+        Exclusive::Unchecked
     }
+}
+
+enum Exclusive {
+    Yes,
+    No,
+    /// Exclusive, but not yet seen open (plain_fd says, outside the lock).
+    Unchecked,
+}
+
+/// Checks, once per socket object, that the channel's socket is open; true
+/// when it is (and remembered as seen).
+#[cold]
+fn check_socket_open(slf: &Bound<'_, Dispatcher>) -> bool {
+    let Ok(sock) = socket_of(slf) else {
+        return false;
+    };
     if plain_fd(slf.py(), &sock).is_none() {
-        return Ok(false);
+        return false;
     }
-    me.mark_socket_seen(addr);
-    Ok(true)
+    slf.get().mark_socket_seen(sock.as_ptr() as usize);
+    true
 }
 
 /// `data` as a bytes object the queue can hold: bytes itself, or a copy of a
@@ -208,32 +224,47 @@ pub fn virtual_send(
     slf: &Bound<'_, Dispatcher>,
     fifo: &Bound<'_, PyAny>,
     data: &Bound<'_, PyAny>,
-) -> PyResult<Option<usize>> {
-    if !window_open(slf) || fifo.cast::<Fifo>().is_err() || !socket_is_exclusive(slf)? {
-        return Ok(None);
+) -> Option<usize> {
+    if !window_open(slf) || fifo.cast::<Fifo>().is_err() || !Dispatcher::is_direct(slf, F_SOCKET) {
+        return None;
     }
-    let Some(bytes) = frozen_bytes(data) else {
-        return Ok(None);
-    };
+    let bytes = frozen_bytes(data)?;
     let n = bytes.as_bytes().len();
     if n == 0 {
         // socket.send(b"") returns 0, and initiate_send then keeps its item.
-        return Ok(Some(0));
+        return Some(0);
     }
     let me = slf.get();
-    {
-        let mut st = me.fields();
-        if !st.out_queue.has_room(n) {
-            return Ok(None);
+    let mut checked = false;
+    let bytes = bytes.unbind();
+    loop {
+        // The checks and the append under one lock.
+        let exclusive = {
+            let mut st = me.fields();
+            let exclusive = match &st.socket {
+                Some(sock) => socket_is_exclusive(me, sock),
+                None => Exclusive::No,
+            };
+            if let Exclusive::Yes = exclusive {
+                if !st.out_queue.has_room(n) {
+                    return None;
+                }
+                st.out_queue.items.push(bytes);
+                st.out_queue.bytes += n;
+                break;
+            }
+            exclusive
+        };
+        match exclusive {
+            Exclusive::Unchecked if !checked && check_socket_open(slf) => checked = true,
+            _ => return None,
         }
-        st.out_queue.items.push(bytes.unbind());
-        st.out_queue.bytes += n;
     }
     if !me.queued.swap(true, Ordering::Relaxed) && batch_mode(slf) == BatchMode::Always {
         let ch = slf.clone().unbind();
         DISPATCH.with(|d| d.borrow_mut().pending.push(ch));
     }
-    Ok(Some(n))
+    Some(n)
 }
 
 /// The real send of `initiate_send` when data is queued: the queue and `data`

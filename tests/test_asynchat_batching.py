@@ -332,6 +332,32 @@ def test_a_socket_cached_elsewhere_turns_the_virtual_send_off(chan_map):
     assert pipelined_pair(on_x, chan_map, cls=Caching) == b"ABZ"
 
 
+def test_a_socket_closed_through_a_reference_since_dropped_is_not_batched(chan_map):
+    """The socket is handed out (the getter forgets that it was seen open),
+    closed, and the reference dropped: the channel holds the only reference
+    again, but the next push is sent for real, as CPython's, and meets the
+    closed socket at once (EBADF: handle_close inside push), not after the
+    window. Guards both the getter's forgetting and the open check."""
+    events = []
+
+    class Closing(Pipelined):
+        def handle_close(self):
+            events.append("handle_close")
+            self.close()
+
+    def on_x(self):
+        self.push(b"A")  # virtual: the socket is now seen open
+        sock = self.socket  # sends A, and forgets the check
+        sock.close()
+        del sock
+        events.append("push")
+        self.push(b"B")
+        events.append("pushed")
+
+    pipelined_pair(on_x, chan_map, cls=Closing)
+    assert events[:3] == ["push", "handle_close", "pushed"]
+
+
 def test_a_window_of_more_than_1024_pushes_is_sent_whole(chan_map):
     def on_x(self):
         for i in range(3000):

@@ -57,9 +57,9 @@ MUTATIONS = {
     "close flush": (
         "src/dispatcher.rs",
         "        output_batch::flush(slf)?;\n"
-        "        output_batch::forget_socket(slf);\n"
+        "        slf.get().forget_socket();\n"
         "        set_connected(slf, false)?;",
-        "        output_batch::forget_socket(slf);\n        set_connected(slf, false)?;",
+        "        slf.get().forget_socket();\n        set_connected(slf, false)?;",
     ),
     "flush before a None": (
         "src/async_chat.rs",
@@ -79,8 +79,18 @@ MUTATIONS = {
     ),
     "guard: socket referenced elsewhere": (
         "src/output_batch.rs",
-        "Py_REFCNT(sock.as_ptr()) } != 2 {",
+        "Py_REFCNT(sock.as_ptr()) } != 1 {",
         "Py_REFCNT(sock.as_ptr()) } == 0 {",
+    ),
+    "guard: socket seen open": (
+        "src/output_batch.rs",
+        "    if plain_fd(slf.py(), &sock).is_none() {\n        return false;\n    }\n    slf.get()",
+        "    slf.get()",
+    ),
+    "guard: socket getter forgets the check": (
+        "src/channel.rs",
+        "        slf.get().forget_socket();\n        field(slf",
+        "        field(slf",
     ),
     "guard: queue limits": (
         "src/channel.rs",
