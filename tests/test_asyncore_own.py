@@ -1817,6 +1817,7 @@ def test_addr_and_map_behave_as_instance_attributes(chan_map):
     assert n.addr == "class value"
     b.close()
 
+
 def test_socket_detached_behind_the_channel(chan_map):
     """A socket detached behind the channel's back (fd -1) is no longer used
     directly: recv goes to the socket's own method, whose EBADF is a disconnect
