@@ -59,10 +59,15 @@ pub struct Fields {
     pub out_queue: OutQueue,
 }
 
-/// The channel's queue of virtually sent data (output_batch.rs): exact bytes
-/// objects, in order, and their total size.
+/// The channel's queue of virtually sent data (output_batch.rs). Allocated
+/// at the first virtual send and kept: only async_chat in a batch mode uses
+/// it, and every other channel pays one pointer.
 #[derive(Default)]
-pub struct OutQueue {
+pub struct OutQueue(Option<Box<Queued>>);
+
+/// Exact bytes objects, in order, and their total size.
+#[derive(Default)]
+pub struct Queued {
     pub items: Vec<Py<PyBytes>>,
     pub bytes: usize,
 }
@@ -74,7 +79,32 @@ const MAX_BYTES: usize = 256 * 1024;
 impl OutQueue {
     /// Whether `n` more bytes fit in one `sendmsg()`.
     pub fn has_room(&self, n: usize) -> bool {
-        self.items.len() < MAX_IOV && self.bytes + n <= MAX_BYTES
+        self.0
+            .as_deref()
+            .is_none_or(|q| q.items.len() < MAX_IOV && q.bytes + n <= MAX_BYTES)
+    }
+
+    pub fn push(&mut self, item: Py<PyBytes>, n: usize) {
+        let q = self.0.get_or_insert_with(Box::default);
+        q.items.push(item);
+        q.bytes += n;
+    }
+
+    /// The total size queued.
+    pub fn bytes(&self) -> usize {
+        self.0.as_deref().map_or(0, |q| q.bytes)
+    }
+
+    pub fn items(&self) -> &[Py<PyBytes>] {
+        self.0.as_deref().map_or(&[], |q| &q.items)
+    }
+
+    /// Everything queued; the queue is empty afterwards.
+    pub fn take(&mut self) -> Queued {
+        self.0
+            .as_deref_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 }
 
@@ -94,8 +124,11 @@ pub struct Dispatcher {
     direct: AtomicU16,
     /// `Fields::out_queue` holds data (see output_batch.rs).
     pub queued: AtomicBool,
-    /// The socket object last seen plain and open (see output_batch.rs).
-    sock_seen: AtomicUsize,
+    /// The socket in `Fields::socket` was seen plain and open (see
+    /// output_batch.rs). A flag, not the object's address: every change of
+    /// the field (replace_socket, __clear__) and every hand-out of it
+    /// (expose_socket) clears it.
+    sock_seen: AtomicBool,
     /// `output_batch::BatchMode` as u8; 0 until first needed.
     pub batch_mode: AtomicU8,
     /// Inside a `found_terminator()` with more input buffered behind it.
@@ -113,7 +146,7 @@ impl Dispatcher {
             notify: Arc::new(ChannelNotify::default()),
             direct: AtomicU16::new(0),
             queued: AtomicBool::new(false),
-            sock_seen: AtomicUsize::new(0),
+            sock_seen: AtomicBool::new(false),
             batch_mode: AtomicU8::new(0),
             pipelined: AtomicBool::new(false),
             recv_big: AtomicBool::new(false),
@@ -134,20 +167,25 @@ impl Dispatcher {
         }
     }
 
-    /// Whether the socket object at `addr` was seen plain and open (see
-    /// output_batch.rs `socket_is_exclusive`).
-    pub fn socket_seen(&self, addr: usize) -> bool {
-        self.sock_seen.load(Ordering::Relaxed) == addr
+    /// Whether the socket field was seen plain and open (see output_batch.rs
+    /// `socket_is_exclusive`).
+    pub fn socket_seen(&self) -> bool {
+        self.sock_seen.load(Ordering::Relaxed)
     }
 
-    pub fn mark_socket_seen(&self, addr: usize) {
-        self.sock_seen.store(addr, Ordering::Relaxed);
+    /// Remembers that `sock` was seen plain and open, if it is still the
+    /// socket field.
+    pub fn mark_socket_seen(&self, sock: &Bound<'_, PyAny>) {
+        let st = self.fields();
+        if st.socket.as_ref().is_some_and(|s| s.is(sock)) {
+            self.sock_seen.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Forgets that the socket was seen open: Python code that gets hold of
     /// it may close it, and a new one is not checked yet.
     pub fn forget_socket(&self) {
-        self.sock_seen.store(0, Ordering::Relaxed);
+        self.sock_seen.store(false, Ordering::Relaxed);
     }
 
     /// `self.socket` handed to Python code (which may close it).
@@ -206,7 +244,7 @@ impl Dispatcher {
             visit.call(&st.addr)?;
             visit.call(&st.out_buffer)?;
             visit.call(&st.producer_fifo)?;
-            for item in &st.out_queue.items {
+            for item in st.out_queue.items() {
                 visit.call(item)?;
             }
         }
@@ -236,7 +274,7 @@ impl Dispatcher {
             st.addr.take(),
             st.out_buffer.take(),
             st.producer_fifo.take(),
-            std::mem::take(&mut st.out_queue),
+            st.out_queue.take(),
         );
         drop(st);
         self.queued.store(false, Ordering::Relaxed);

@@ -173,7 +173,7 @@ fn socket_is_exclusive(me: &Dispatcher, sock: &Py<PyAny>) -> Exclusive {
     // channel holds it, so it can be closed only through the channel, whose
     // `socket` getter and setter and close() forget the check (channel.rs
     // `expose_socket`, `replace_socket`, `forget_socket`).
-    if me.socket_seen(sock.as_ptr() as usize) {
+    if me.socket_seen() {
         Exclusive::Yes
     } else {
         Exclusive::Unchecked
@@ -197,7 +197,7 @@ fn check_socket_open(slf: &Bound<'_, Dispatcher>) -> bool {
     if plain_fd(slf.py(), &sock).is_none() {
         return false;
     }
-    slf.get().mark_socket_seen(sock.as_ptr() as usize);
+    slf.get().mark_socket_seen(&sock);
     true
 }
 
@@ -249,8 +249,7 @@ pub fn virtual_send(
                 if !st.out_queue.has_room(n) {
                     return None;
                 }
-                st.out_queue.items.push(bytes);
-                st.out_queue.bytes += n;
+                st.out_queue.push(bytes, n);
                 break;
             }
             exclusive
@@ -283,7 +282,7 @@ pub fn send_after_queue<'py>(
             return Ok(None);
         }
     };
-    let queued = slf.get().fields().out_queue.bytes;
+    let queued = slf.get().fields().out_queue.bytes();
     match send_queue(slf, Some(&bytes))? {
         Outcome::Sent(sent) => {
             let of_data = sent.saturating_sub(queued);
@@ -341,7 +340,7 @@ fn send_queue(
     let queue = {
         let mut st = me.fields();
         me.queued.store(false, Ordering::Relaxed);
-        std::mem::take(&mut st.out_queue)
+        st.out_queue.take()
     };
     let sock = socket_of(slf)?;
     let Some(mut fd) = plain_fd(py, &sock) else {
