@@ -76,12 +76,16 @@ pairs = [socket.socketpair() for _ in range(n)]
 gc.collect()
 before = rss_kib()
 handlers = [cls(a) for a, _ in pairs]
+gc.collect()
+mid = rss_kib()
 for _ in range(passes):
     asyncore.loop(timeout=0, use_poll=True, count=1)
 gc.collect()
 after = rss_kib()
 print(json.dumps({"impl": impl, "class": cls_name, "n": n,
                   "kib_per_conn": (after - before) / n,
+                  "handlers_kib_per_conn": (mid - before) / n,
+                  "loop_kib_per_conn": (after - mid) / n,
                   "module": asyncore.__file__}))
 """
 
@@ -129,6 +133,12 @@ def main(argv=None) -> int:
             cells.append(runs[len(runs) // 2])
             if args.verbose:
                 print(f"  {impl} {cls}: {runs} ({results[0]['module']})")
+                # The split: the handler objects (and map entries) as made,
+                # then what the loop's first passes add per channel.
+                parts = sorted(
+                    (r["handlers_kib_per_conn"], r["loop_kib_per_conn"]) for r in results
+                )[len(results) // 2]
+                print(f"    handlers {parts[0]:.3f} + loop {parts[1]:.3f}")
         print(f"{cls:<22}" + "".join(f"{c:>14.3f}" for c in cells))
     return 0
 
