@@ -55,8 +55,22 @@ pub enum Watch {
     Invalid,
 }
 
-/// The kernel's poll set of one loop state.
+/// The kernel's poll set of one loop state. It is shared with the channels
+/// it polls (for `unwatch`); the buffers a wait fills are the waiter's
+/// (`Events`), so it needs no lock.
 pub struct Poller(Imp);
+
+/// The buffers `Poller::wait` fills, owned by the one loop state that waits
+/// (its registrations), made by `Poller::events` for that poller's kind.
+/// Boxed: a loop state moves in and out of the loop cache on every call, and
+/// the portable buffers would make it much larger.
+pub struct Events(Box<EventsImp>);
+
+enum EventsImp {
+    #[cfg(target_os = "linux")]
+    Epoll(epoll::Buffer),
+    Portable(portable::Scratch),
+}
 
 enum Imp {
     #[cfg(target_os = "linux")]
@@ -131,6 +145,15 @@ impl Poller {
             .map_err(|e| os_error(py, e.raw_os_error().unwrap_or(0)))
     }
 
+    /// Empty buffers for this poller's waits.
+    pub fn events(&self) -> Events {
+        Events(Box::new(match &self.0 {
+            #[cfg(target_os = "linux")]
+            Imp::Epoll(_) => EventsImp::Epoll(epoll::Buffer::new()),
+            Imp::Portable(_) => EventsImp::Portable(portable::Scratch::new()),
+        }))
+    }
+
     /// Asks for the events in `want` (not 0) on `fd`; `added` says whether
     /// `fd` is in the set already. A stale registration is mended either
     /// way (a failing modify falls back to add, and the reverse).
@@ -166,19 +189,30 @@ impl Poller {
         }
     }
 
-    /// Waits up to `timeout` (None: forever) with the GIL released, then calls
-    /// `on_event(fd, poll flags)` once for each ready fd. EINTR runs the
-    /// signal handlers and waits for what is left (PEP 475).
+    /// Waits up to `timeout` (None: forever) with the GIL released, filling
+    /// `events` (made by `events()`), then calls `on_event(fd, poll flags)`
+    /// once for each ready fd. EINTR runs the signal handlers and waits for
+    /// what is left (PEP 475).
     pub fn wait(
         &self,
         py: Python<'_>,
+        events: &mut Events,
         timeout: Option<Duration>,
         on_event: impl FnMut(RawFd, u32),
     ) -> PyResult<()> {
-        match &self.0 {
+        match (&self.0, &mut *events.0) {
             #[cfg(target_os = "linux")]
-            Imp::Epoll(p) => p.wait(py, timeout, on_event),
-            Imp::Portable(p) => p.wait(py, timeout, on_event),
+            (Imp::Epoll(p), EventsImp::Epoll(buf)) => p.wait(py, buf, timeout, on_event),
+            (Imp::Portable(p), EventsImp::Portable(scratch)) => {
+                p.wait(py, scratch, timeout, on_event)
+            }
+            // Buffers made for the other kind (not done by the one caller,
+            // which makes them from this poller): made again, right.
+            #[cfg(target_os = "linux")]
+            _ => {
+                *events = self.events();
+                self.wait(py, events, timeout, on_event)
+            }
         }
     }
 }
@@ -244,7 +278,6 @@ pub fn poll_flags(ready: u32, want: u8) -> u32 {
 mod epoll {
     use std::io;
     use std::os::fd::{AsRawFd, BorrowedFd};
-    use std::sync::{Mutex, PoisonError};
     use std::time::{Duration, Instant};
 
     use polling::PollMode;
@@ -254,20 +287,25 @@ mod epoll {
     use crate::errors::os_error;
     use crate::fd_map::RawFd;
 
-    /// An epoll instance, level-triggered, and the buffer its wait fills.
+    /// An epoll instance, level-triggered.
     pub struct Epoll {
         /// Registrations go through the polling crate.
         epoll: polling::Poller,
-        /// Only the loop that owns this poller waits on it; the lock is never
-        /// contended (a `Poller` is shared with its channels for `unwatch`).
-        events: Mutex<Vec<libc::epoll_event>>,
+    }
+
+    /// The buffer a wait fills (the waiting loop state's).
+    pub struct Buffer(Vec<libc::epoll_event>);
+
+    impl Buffer {
+        pub fn new() -> Self {
+            Buffer(Vec::with_capacity(1024))
+        }
     }
 
     impl Epoll {
         pub fn new() -> io::Result<Self> {
             Ok(Epoll {
                 epoll: polling::Poller::new()?,
-                events: Mutex::new(Vec::with_capacity(1024)),
             })
         }
 
@@ -311,10 +349,11 @@ mod epoll {
         pub fn wait(
             &self,
             py: Python<'_>,
+            buffer: &mut Buffer,
             timeout: Option<Duration>,
             mut on_event: impl FnMut(RawFd, u32),
         ) -> PyResult<()> {
-            let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+            let events = &mut buffer.0;
             let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
             let epfd = self.epoll.as_raw_fd();
             let cap = events.capacity();
@@ -359,7 +398,6 @@ mod portable {
     use std::ffi::c_ulong;
     use std::io;
     use std::num::NonZeroUsize;
-    use std::sync::{Mutex, PoisonError};
     use std::time::{Duration, Instant};
 
     use polling::{Events, PollMode};
@@ -378,14 +416,12 @@ mod portable {
 
     pub struct Portable {
         poller: polling::Poller,
-        /// Only the loop that owns this poller waits on it; the lock is never
-        /// contended (a `Poller` is shared with its channels for `unwatch`).
-        scratch: Mutex<Scratch>,
         /// The Python thread that runs signal handlers (`threading.main_thread()`).
         main_thread: Option<c_ulong>,
     }
 
-    struct Scratch {
+    /// The buffers a wait fills (the waiting loop state's).
+    pub struct Scratch {
         events: Events,
         /// The fds reported ready, and their flags (kqueue reports a read
         /// and a write event of one fd apart).
@@ -394,18 +430,21 @@ mod portable {
         pollfds: Vec<libc::pollfd>,
     }
 
+    impl Scratch {
+        pub fn new() -> Self {
+            Scratch {
+                events: Events::with_capacity(NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN)),
+                ready: Vec::new(),
+                #[cfg(unix)]
+                pollfds: Vec::new(),
+            }
+        }
+    }
+
     impl Portable {
         pub fn new(py: Python<'_>) -> io::Result<Self> {
             Ok(Portable {
                 poller: polling::Poller::new()?,
-                scratch: Mutex::new(Scratch {
-                    events: Events::with_capacity(
-                        NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
-                    ),
-                    ready: Vec::new(),
-                    #[cfg(unix)]
-                    pollfds: Vec::new(),
-                }),
                 main_thread: main_thread_ident(py),
             })
         }
@@ -453,11 +492,10 @@ mod portable {
         pub fn wait(
             &self,
             py: Python<'_>,
+            scratch: &mut Scratch,
             timeout: Option<Duration>,
             mut on_event: impl FnMut(RawFd, u32),
         ) -> PyResult<()> {
-            let mut guard = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
-            let scratch = &mut *guard;
             let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
             let sliced = self.main_thread == Some(this_thread_ident());
             loop {
