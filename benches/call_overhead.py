@@ -11,11 +11,12 @@ counted too; the ``pass`` case (a Python no-op function) shows what that is.
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import _callgrind
 
 CASES = {
     # the loop alone, then a Python function: what the figures below include
@@ -46,33 +47,22 @@ run({n})
 def count(setup: str, stmt: str, n: int, workdir: Path) -> int:
     out = workdir / f"cg.{n}"
     subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            "-c",
-            SCRIPT.format(setup=setup, stmt=stmt, n=n),
-        ],
+        _callgrind.command(SCRIPT.format(setup=setup, stmt=stmt, n=n), out),
         check=True,
         env={**os.environ, "PYTHONHASHSEED": "0"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    for line in out.read_text().splitlines():
-        if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
-    raise RuntimeError(f"no totals in {out}")
+    return _callgrind.total(out)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", default="20000,120000", help="N1,N2")
     args = parser.parse_args(argv)
-    if shutil.which("valgrind") is None:
-        print("valgrind is not installed", file=sys.stderr)
+    if not _callgrind.have_valgrind():
         return 2
-    n1, n2 = (int(n) for n in args.calls.split(","))
+    n1, n2 = _callgrind.pair(args.calls)
     from asyncore_rs import _core
 
     print(f"{_core.__file__}")
@@ -80,7 +70,7 @@ def main(argv=None) -> int:
         for name, (setup, stmt) in CASES.items():
             a = count(setup, stmt, n1, Path(tmp))
             b = count(setup, stmt, n2, Path(tmp))
-            print(f"{name:<36} {(b - a) / (n2 - n1):8.0f} instructions per call")
+            print(f"{name:<36} {_callgrind.per_unit(a, b, n1, n2):8.0f} instructions per call")
     return 0
 
 

@@ -17,12 +17,12 @@ not with the bench suite's figures.
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import _callgrind
 from asyncore_rs import _bench as bench
 from asyncore_rs import _bench_server
 from asyncore_rs._core import _loadgen_run
@@ -59,14 +59,7 @@ def count(args, requests: int, workdir: Path) -> int:
         handler=args.handler,
     )
     server = subprocess.Popen(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            sys.executable,
-            "-c",
-            script,
-        ],
+        _callgrind.command(script, out),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -85,10 +78,7 @@ def count(args, requests: int, workdir: Path) -> int:
     finally:
         if server.poll() is None:
             server.kill()
-    for line in out.read_text().splitlines():
-        if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
-    raise RuntimeError(f"no totals in {out}")
+    return _callgrind.total(out)
 
 
 def main(argv=None) -> int:
@@ -107,8 +97,7 @@ def main(argv=None) -> int:
         help="keep the callgrind output files there (callgrind_annotate --inclusive=yes FILE)",
     )
     args = parser.parse_args(argv)
-    if shutil.which("valgrind") is None:
-        print("valgrind is not installed", file=sys.stderr)
+    if not _callgrind.have_valgrind():
         return 2
     scn = bench.SCENARIOS[args.scenario]
     args.server_scenario = scn.server
@@ -116,13 +105,13 @@ def main(argv=None) -> int:
     args.loadgen_kwargs = scn.loadgen_kwargs(0)
     defaults = {"echo": "5000,25000", "lines": "300,1300", "bulk": "500,2500", "churn": "1000,4000"}
     defaults.update(echo65536=defaults["echo"], bulk65536=defaults["bulk"])
-    n1, n2 = (int(n) for n in (args.requests or defaults[args.scenario]).split(","))
+    n1, n2 = _callgrind.pair(args.requests or defaults[args.scenario])
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.keep or tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         a = count(args, n1, workdir)
         b = count(args, n2, workdir)
-    per = (b - a) / (n2 - n1)
+    per = _callgrind.per_unit(a, b, n1, n2)
     unit = scn.unit
     if scn.lines:
         print(

@@ -41,7 +41,7 @@ def tables(text):
             last = cells[-1].split("\n\n", 1)[0]
             rows.append([*cells[:-1], last.strip()])
         header, *data = rows
-        out[title.strip()] = {r[0]: dict(zip(header, r)) for r in data}
+        out[title.strip()] = {r[0]: dict(zip(header, r, strict=False)) for r in data}
     return out
 
 

@@ -38,9 +38,13 @@ mod loop_state;
 mod loop_cache;
 mod event_loop;
 
-// layer: tools (the benchmark's load generator and ceiling server; uses
-// nothing from the crate)
+// layer: tools (the benchmark's load generator and ceiling server; they use
+// nothing from the rest of the crate)
 #[cfg(target_os = "linux")] // epoll, Linux socket options and clocks
+mod loadgen_net;
+#[cfg(target_os = "linux")]
+mod ceiling;
+#[cfg(target_os = "linux")]
 mod loadgen;
 
 use pyo3::prelude::*;

@@ -18,8 +18,9 @@
 //! Uses: errors, fd_map.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use polling::PollMode;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -55,8 +56,22 @@ pub enum Watch {
     Invalid,
 }
 
-/// The kernel's poll set of one loop state.
+/// The kernel's poll set of one loop state. It is shared with the channels
+/// it polls (for `unwatch`); the buffers a wait fills are the waiter's
+/// (`Events`), so it needs no lock.
 pub struct Poller(Imp);
+
+/// The buffers `Poller::wait` fills, owned by the one loop state that waits
+/// (its registrations), made by `Poller::events` for that poller's kind.
+/// Boxed: a loop state moves in and out of the loop cache on every call, and
+/// the portable buffers would make it much larger.
+pub struct Events(Box<EventsImp>);
+
+enum EventsImp {
+    #[cfg(target_os = "linux")]
+    Epoll(epoll::Buffer),
+    Portable(portable::Scratch),
+}
 
 enum Imp {
     #[cfg(target_os = "linux")]
@@ -131,6 +146,15 @@ impl Poller {
             .map_err(|e| os_error(py, e.raw_os_error().unwrap_or(0)))
     }
 
+    /// Empty buffers for this poller's waits.
+    pub fn events(&self) -> Events {
+        Events(Box::new(match &self.0 {
+            #[cfg(target_os = "linux")]
+            Imp::Epoll(_) => EventsImp::Epoll(epoll::Buffer::new()),
+            Imp::Portable(_) => EventsImp::Portable(portable::Scratch::new()),
+        }))
+    }
+
     /// Asks for the events in `want` (not 0) on `fd`; `added` says whether
     /// `fd` is in the set already. A stale registration is mended either
     /// way (a failing modify falls back to add, and the reverse).
@@ -141,7 +165,7 @@ impl Poller {
         }
         let result = match &self.0 {
             #[cfg(target_os = "linux")]
-            Imp::Epoll(p) => p.watch(fd, want, added),
+            Imp::Epoll(p) => register(&p.epoll, fd, want, added),
             Imp::Portable(p) => p.watch(fd, want, added),
         };
         match result {
@@ -159,26 +183,40 @@ impl Poller {
         if fd < 0 {
             return;
         }
-        match &self.0 {
+        let poller = match &self.0 {
             #[cfg(target_os = "linux")]
-            Imp::Epoll(p) => p.unwatch(fd),
-            Imp::Portable(p) => p.unwatch(fd),
-        }
+            Imp::Epoll(p) => &p.epoll,
+            Imp::Portable(p) => &p.poller,
+        };
+        // SAFETY: fd (not negative) is only borrowed for the call; a closed
+        // fd makes the call fail, which is ignored.
+        let _ = poller.delete(unsafe { source::borrow(fd) });
     }
 
-    /// Waits up to `timeout` (None: forever) with the GIL released, then calls
-    /// `on_event(fd, poll flags)` once for each ready fd. EINTR runs the
-    /// signal handlers and waits for what is left (PEP 475).
+    /// Waits up to `timeout` (None: forever) with the GIL released, filling
+    /// `events` (made by `events()`), then calls `on_event(fd, poll flags)`
+    /// once for each ready fd. EINTR runs the signal handlers and waits for
+    /// what is left (PEP 475).
     pub fn wait(
         &self,
         py: Python<'_>,
+        events: &mut Events,
         timeout: Option<Duration>,
         on_event: impl FnMut(RawFd, u32),
     ) -> PyResult<()> {
-        match &self.0 {
+        match (&self.0, &mut *events.0) {
             #[cfg(target_os = "linux")]
-            Imp::Epoll(p) => p.wait(py, timeout, on_event),
-            Imp::Portable(p) => p.wait(py, timeout, on_event),
+            (Imp::Epoll(p), EventsImp::Epoll(buf)) => p.wait(py, buf, timeout, on_event),
+            (Imp::Portable(p), EventsImp::Portable(scratch)) => {
+                p.wait(py, scratch, timeout, on_event)
+            }
+            // Buffers made for the other kind (not done by the one caller,
+            // which makes them from this poller): made again, right.
+            #[cfg(target_os = "linux")]
+            _ => {
+                *events = self.events();
+                self.wait(py, events, timeout, on_event)
+            }
         }
     }
 }
@@ -215,6 +253,62 @@ fn is_invalid(e: &io::Error) -> bool {
     }
 }
 
+/// Asks the crate's `poller` for `want` on `fd`, level-triggered; `added`
+/// says whether `fd` is in its set already. A stale registration is mended
+/// either way: a failing modify falls back to add, and the reverse.
+fn register(poller: &polling::Poller, fd: RawFd, want: u8, added: bool) -> io::Result<Watch> {
+    let ev = event(fd, want);
+    // SAFETY: fd (not negative) belongs to a channel in the map; it is deleted
+    // from the poller before removal (unwatch, called by the registration's
+    // owner and by the channel's del_channel), and stale numbers are re-added
+    // fresh.
+    let borrowed = unsafe { source::borrow(fd) };
+    let raw = source::raw(fd);
+    let result = if added {
+        match poller.modify_with_mode(borrowed, ev, PollMode::Level) {
+            // SAFETY: as above.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => unsafe {
+                poller.add_with_mode(raw, ev, PollMode::Level)
+            },
+            other => other,
+        }
+    } else {
+        // SAFETY: as above.
+        match unsafe { poller.add_with_mode(raw, ev, PollMode::Level) } {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                poller.modify_with_mode(borrowed, ev, PollMode::Level)
+            }
+            other => other,
+        }
+    };
+    result.map(|()| Watch::Polled)
+}
+
+/// The wait both pollers share: calls `once(time left)` (None: forever) with
+/// the GIL released until it returns `Some` or the time is up (`None`). When
+/// it returns `None` before that (EINTR, a slice that ended, a spurious
+/// wake-up), Python's signal handlers run and the wait goes on for what is
+/// left (PEP 475); a handler that raises ends the wait with its exception.
+fn wait_loop<T: Send>(
+    py: Python<'_>,
+    timeout: Option<Duration>,
+    mut once: impl FnMut(Option<Duration>) -> io::Result<Option<T>> + Send,
+) -> PyResult<Option<T>> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        match py.detach(|| once(left)) {
+            Ok(Some(done)) => return Ok(Some(done)),
+            Ok(None) => {}
+            Err(e) => return Err(os_error(py, e.raw_os_error().unwrap_or(libc::EIO))),
+        }
+        py.check_signals()?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+    }
+}
+
 /// The crate's interest for `want`. `set_priority` is a no-op where the
 /// kernel has no such filter (kqueue): see the portable poller.
 fn event(fd: RawFd, want: u8) -> polling::Event {
@@ -239,69 +333,77 @@ pub fn poll_flags(ready: u32, want: u8) -> u32 {
     f
 }
 
+/// The crate's fd types: RawFd/BorrowedFd on POSIX, RawSocket/BorrowedSocket
+/// on Windows (the SOCKET handle `fileno()` gave, never negative here).
+#[cfg(unix)]
+mod source {
+    use std::os::fd::BorrowedFd;
+
+    use crate::fd_map::RawFd;
+
+    pub fn raw(fd: RawFd) -> RawFd {
+        fd
+    }
+
+    /// # Safety
+    /// `fd` must not be -1; the borrow lasts one call of the crate.
+    pub unsafe fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
+        // SAFETY: the caller's.
+        unsafe { BorrowedFd::borrow_raw(fd) }
+    }
+}
+
+#[cfg(windows)]
+mod source {
+    use std::os::windows::io::{BorrowedSocket, RawSocket};
+
+    use crate::fd_map::RawFd;
+
+    pub fn raw(fd: RawFd) -> RawSocket {
+        fd as RawSocket
+    }
+
+    /// # Safety
+    /// `fd` must be a SOCKET handle, not negative; the borrow lasts one
+    /// call of the crate.
+    pub unsafe fn borrow<'a>(fd: RawFd) -> BorrowedSocket<'a> {
+        // SAFETY: the caller's.
+        unsafe { BorrowedSocket::borrow_raw(raw(fd)) }
+    }
+}
+
 /// The epoll poller: the fast path on Linux.
 #[cfg(target_os = "linux")]
 mod epoll {
     use std::io;
-    use std::os::fd::{AsRawFd, BorrowedFd};
-    use std::sync::{Mutex, PoisonError};
-    use std::time::{Duration, Instant};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
 
-    use polling::PollMode;
     use pyo3::prelude::*;
 
-    use super::{event, Watch};
-    use crate::errors::os_error;
+    use super::wait_loop;
     use crate::fd_map::RawFd;
 
-    /// An epoll instance, level-triggered, and the buffer its wait fills.
+    /// An epoll instance, level-triggered.
     pub struct Epoll {
-        /// Registrations go through the polling crate.
-        epoll: polling::Poller,
-        /// Only the loop that owns this poller waits on it; the lock is never
-        /// contended (a `Poller` is shared with its channels for `unwatch`).
-        events: Mutex<Vec<libc::epoll_event>>,
+        /// Registrations go through the polling crate (`super::register`).
+        pub(super) epoll: polling::Poller,
+    }
+
+    /// The buffer a wait fills (the waiting loop state's).
+    pub struct Buffer(Vec<libc::epoll_event>);
+
+    impl Buffer {
+        pub fn new() -> Self {
+            Buffer(Vec::with_capacity(1024))
+        }
     }
 
     impl Epoll {
         pub fn new() -> io::Result<Self> {
             Ok(Epoll {
                 epoll: polling::Poller::new()?,
-                events: Mutex::new(Vec::with_capacity(1024)),
             })
-        }
-
-        pub fn watch(&self, fd: RawFd, want: u8, added: bool) -> io::Result<Watch> {
-            let ev = event(fd, want);
-            // SAFETY: fd belongs to a channel in the map; it is deleted from the
-            // poller before removal (unwatch, called by the registration's owner
-            // and by the channel's del_channel), and stale numbers are re-added
-            // fresh.
-            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-            if added {
-                match self.epoll.modify_with_mode(borrowed, ev, PollMode::Level) {
-                    // SAFETY: as above.
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => unsafe {
-                        self.epoll.add_with_mode(fd, ev, PollMode::Level)
-                    },
-                    other => other,
-                }
-            } else {
-                // SAFETY: as above.
-                match unsafe { self.epoll.add_with_mode(fd, ev, PollMode::Level) } {
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                        self.epoll.modify_with_mode(borrowed, ev, PollMode::Level)
-                    }
-                    other => other,
-                }
-            }
-            .map(|()| Watch::Polled)
-        }
-
-        pub fn unwatch(&self, fd: RawFd) {
-            // SAFETY: fd is only borrowed for the call; a closed fd makes the
-            // call fail, which is ignored.
-            let _ = self.epoll.delete(unsafe { BorrowedFd::borrow_raw(fd) });
         }
 
         /// Registrations go through the polling crate; the wait itself calls
@@ -311,34 +413,33 @@ mod epoll {
         pub fn wait(
             &self,
             py: Python<'_>,
+            buffer: &mut Buffer,
             timeout: Option<Duration>,
             mut on_event: impl FnMut(RawFd, u32),
         ) -> PyResult<()> {
-            let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-            let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+            let events = &mut buffer.0;
+            events.clear();
             let epfd = self.epoll.as_raw_fd();
-            let cap = events.capacity();
-            let n = loop {
-                let ms = deadline.map_or(-1, |d| {
+            let cap = i32::try_from(events.capacity()).unwrap_or(i32::MAX);
+            let n = wait_loop(py, timeout, |left| {
+                let ms = left.map_or(-1, |left| {
                     // Round up: a 0.1 ms select() timeout must not become a busy loop.
-                    let left = d.saturating_duration_since(Instant::now());
                     i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
                 });
-                let buf = events.as_mut_ptr() as usize;
-                // SAFETY: `buf` has room for `cap` events; the GIL is not needed.
-                let n = py.detach(move || unsafe {
-                    libc::epoll_wait(epfd, buf as *mut libc::epoll_event, cap as i32, ms)
-                });
-                if n >= 0 {
-                    break n as usize;
+                // SAFETY: `events` has room for `cap` events.
+                let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), cap, ms) };
+                if let Ok(n) = usize::try_from(n) {
+                    return Ok(Some(n));
                 }
-                let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-                if errno != libc::EINTR {
-                    return Err(os_error(py, errno));
+                let e = io::Error::last_os_error();
+                // EINTR: wait_loop runs the signal handlers, then waits again.
+                if e.raw_os_error() == Some(libc::EINTR) {
+                    Ok(None)
+                } else {
+                    Err(e)
                 }
-                // PEP 475: run the signal handlers, then wait for what is left.
-                py.check_signals()?;
-            };
+            })?
+            .unwrap_or(0);
             // SAFETY: epoll_wait initialised the first n entries.
             unsafe { events.set_len(n) };
             for ev in events.drain(..) {
@@ -359,13 +460,13 @@ mod portable {
     use std::ffi::c_ulong;
     use std::io;
     use std::num::NonZeroUsize;
-    use std::sync::{Mutex, PoisonError};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
-    use polling::{Events, PollMode};
+    use polling::Events;
     use pyo3::prelude::*;
 
-    use super::{event, Watch};
+    use super::{register, wait_loop, Watch};
+    #[cfg(unix)]
     use crate::errors::os_error;
     use crate::fd_map::RawFd;
 
@@ -377,15 +478,13 @@ mod portable {
     const SIGNAL_SLICE: Duration = Duration::from_millis(100);
 
     pub struct Portable {
-        poller: polling::Poller,
-        /// Only the loop that owns this poller waits on it; the lock is never
-        /// contended (a `Poller` is shared with its channels for `unwatch`).
-        scratch: Mutex<Scratch>,
+        pub(super) poller: polling::Poller,
         /// The Python thread that runs signal handlers (`threading.main_thread()`).
         main_thread: Option<c_ulong>,
     }
 
-    struct Scratch {
+    /// The buffers a wait fills (the waiting loop state's).
+    pub struct Scratch {
         events: Events,
         /// The fds reported ready, and their flags (kqueue reports a read
         /// and a write event of one fd apart).
@@ -394,18 +493,21 @@ mod portable {
         pollfds: Vec<libc::pollfd>,
     }
 
+    impl Scratch {
+        pub fn new() -> Self {
+            Scratch {
+                events: Events::with_capacity(NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN)),
+                ready: Vec::new(),
+                #[cfg(unix)]
+                pollfds: Vec::new(),
+            }
+        }
+    }
+
     impl Portable {
         pub fn new(py: Python<'_>) -> io::Result<Self> {
             Ok(Portable {
                 poller: polling::Poller::new()?,
-                scratch: Mutex::new(Scratch {
-                    events: Events::with_capacity(
-                        NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
-                    ),
-                    ready: Vec::new(),
-                    #[cfg(unix)]
-                    pollfds: Vec::new(),
-                }),
                 main_thread: main_thread_ident(py),
             })
         }
@@ -417,68 +519,28 @@ mod portable {
                     return Ok(w);
                 }
             }
-            let ev = event(fd, want);
-            // SAFETY: fd belongs to a channel in the map; it is deleted from the
-            // poller before removal (unwatch, called by the registration's owner
-            // and by the channel's del_channel), and stale numbers are re-added
-            // fresh.
-            let borrowed = unsafe { source::borrow(fd) };
-            let raw = source::raw(fd);
-            let result = if added {
-                match self.poller.modify_with_mode(borrowed, ev, PollMode::Level) {
-                    // SAFETY: as above.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => unsafe {
-                        self.poller.add_with_mode(raw, ev, PollMode::Level)
-                    },
-                    other => other,
-                }
-            } else {
-                // SAFETY: as above.
-                match unsafe { self.poller.add_with_mode(raw, ev, PollMode::Level) } {
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        self.poller.modify_with_mode(borrowed, ev, PollMode::Level)
-                    }
-                    other => other,
-                }
-            };
-            result.map(|()| Watch::Polled)
-        }
-
-        pub fn unwatch(&self, fd: RawFd) {
-            // SAFETY: fd is only borrowed for the call; a closed fd makes the
-            // call fail, which is ignored.
-            let _ = self.poller.delete(unsafe { source::borrow(fd) });
+            register(&self.poller, fd, want, added)
         }
 
         pub fn wait(
             &self,
             py: Python<'_>,
+            scratch: &mut Scratch,
             timeout: Option<Duration>,
             mut on_event: impl FnMut(RawFd, u32),
         ) -> PyResult<()> {
-            let mut guard = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
-            let scratch = &mut *guard;
-            let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
             let sliced = self.main_thread == Some(this_thread_ident());
-            loop {
-                scratch.events.clear();
-                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let (poller, events) = (&self.poller, &mut scratch.events);
+            wait_loop(py, timeout, |left| {
                 let slice = match left {
                     Some(left) if sliced => Some(left.min(SIGNAL_SLICE)),
                     None if sliced => Some(SIGNAL_SLICE),
                     other => other,
                 };
-                let (poller, events) = (&self.poller, &mut scratch.events);
-                if let Err(e) = py.detach(|| poller.wait(events, slice)) {
-                    return Err(os_error(py, e.raw_os_error().unwrap_or(libc::EIO)));
-                }
-                if !scratch.events.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
-                    break;
-                }
-                // A slice ended, or a spurious wake-up: run the signal
-                // handlers (PEP 475), then wait for what is left.
-                py.check_signals()?;
-            }
+                events.clear();
+                poller.wait(events, slice)?;
+                Ok((!events.is_empty()).then_some(()))
+            })?;
             scratch.ready.clear();
             scratch.ready.extend(
                 scratch
@@ -634,45 +696,6 @@ mod portable {
     fn this_thread_ident() -> c_ulong {
         // SAFETY: only reads the calling thread's id (the GIL is held).
         unsafe { pyo3::ffi::PyThread_get_thread_ident() }
-    }
-
-    /// The crate's fd types: RawFd/BorrowedFd on POSIX, RawSocket/BorrowedSocket
-    /// on Windows (the SOCKET handle `fileno()` gave, never negative here).
-    #[cfg(unix)]
-    mod source {
-        use std::os::fd::BorrowedFd;
-
-        use crate::fd_map::RawFd;
-
-        pub fn raw(fd: RawFd) -> RawFd {
-            fd
-        }
-
-        /// # Safety
-        /// `fd` must not be -1; the borrow lasts one call of the crate.
-        pub unsafe fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
-            // SAFETY: the caller's.
-            unsafe { BorrowedFd::borrow_raw(fd) }
-        }
-    }
-
-    #[cfg(windows)]
-    mod source {
-        use std::os::windows::io::{BorrowedSocket, RawSocket};
-
-        use crate::fd_map::RawFd;
-
-        pub fn raw(fd: RawFd) -> RawSocket {
-            fd as RawSocket
-        }
-
-        /// # Safety
-        /// `fd` must be a SOCKET handle, not negative; the borrow lasts one
-        /// call of the crate.
-        pub unsafe fn borrow<'a>(fd: RawFd) -> BorrowedSocket<'a> {
-            // SAFETY: the caller's.
-            unsafe { BorrowedSocket::borrow_raw(raw(fd)) }
-        }
     }
 }
 

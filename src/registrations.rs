@@ -19,7 +19,7 @@ use crate::errors::os_error;
 use crate::fd_map::{FdMap, FdSet, RawFd};
 use crate::interest::WKind;
 use crate::link::{ChannelNotify, LoopShared};
-use crate::poller::{poll_flags, Poller, Watch, POLLIN, POLLNVAL, POLLOUT, WANT_R, WANT_W};
+use crate::poller::{poll_flags, Events, Poller, Watch, POLLIN, POLLNVAL, POLLOUT, WANT_R, WANT_W};
 
 struct Reg {
     key: Py<PyAny>,
@@ -55,17 +55,22 @@ pub struct Registrations {
     asked_each_pass: FdSet,
     special: FdSet,
     wanting: usize,
+    /// The buffers the poller's wait fills: this state's own, so the
+    /// poller (shared with the channels, for `unwatch`) needs no lock.
+    events: Events,
 }
 
 impl Registrations {
     pub fn new(py: Python<'_>) -> PyResult<Self> {
         let poller = Poller::new(py)?;
+        let events = poller.events();
         Ok(Registrations {
             shared: Arc::new(LoopShared::new(poller)),
             regs: FdMap::default(),
             asked_each_pass: FdSet::default(),
             special: FdSet::default(),
             wanting: 0,
+            events,
         })
     }
 
@@ -259,11 +264,14 @@ impl Registrations {
             Some(Duration::ZERO)
         };
         let regs = &self.regs;
-        self.shared.poller().wait(py, timeout, |fd, flags| {
-            if let Some(reg) = regs.get(&fd) {
-                ready.push((fd, poll_flags(flags, reg.want), reg.want));
-            }
-        })?;
+        let events = &mut self.events;
+        self.shared
+            .poller()
+            .wait(py, events, timeout, |fd, flags| {
+                if let Some(reg) = regs.get(&fd) {
+                    ready.push((fd, poll_flags(flags, reg.want), reg.want));
+                }
+            })?;
         Ok(ready)
     }
 

@@ -155,7 +155,7 @@ def test_more_than_1024_channels(use_poll, many_fds, chan_map, peers):
         return all(c.received and not c.out for c in chans)
 
     assert pump(chan_map, all_echoed, use_poll=use_poll, passes=100)
-    for i, (chan, peer) in enumerate(zip(chans, peers)):
+    for i, (chan, peer) in enumerate(zip(chans, peers, strict=True)):
         assert chan.received == b"<%d>" % i
         assert chan.reads >= 1 and chan.writes >= 1
         peer.settimeout(WAIT)

@@ -249,7 +249,7 @@ def test_api_pages_show_the_runtime_signatures(name):
         defaults = [None] * (len(names) - len(tree.defaults)) + tree.defaults
         where = f"{owner + '.' if owner else ''}{attr}({params})"
         assert [p.name for p in got] == names, where
-        for p, default in zip(got, defaults):
+        for p, default in zip(got, defaults, strict=True):
             if default is None:
                 assert p.default is inspect.Parameter.empty, where
             else:

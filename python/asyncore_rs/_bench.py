@@ -552,7 +552,7 @@ def steal_pct(before: list[int] | None, after: list[int] | None) -> float | None
     """Share of the machine's CPU time the hypervisor gave to other guests in between."""
     if before is None or after is None:
         return None
-    delta = [b - a for a, b in zip(before, after)]
+    delta = [b - a for a, b in zip(before, after, strict=True)]
     total = sum(delta)
     return 100.0 * delta[7] / total if total > 0 else None
 
@@ -719,7 +719,7 @@ def run_prepared(params, progress, impls, active, unavailable) -> dict:
     return {
         "suite": "asyncore-rs benchmarks",
         "schema": 2,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "preset": params.preset,
         "machine": {
             **machine_info(params.python),
@@ -827,11 +827,11 @@ def format_table(report: dict) -> str:
     for _, rows in groups:
         for row in rows:
             if len(row) == len(headers):
-                widths = [max(w, len(c)) for w, c in zip(widths, row)]
+                widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
 
     def line(cells):
         first = cells[0].ljust(widths[0] + 2)
-        return first + "  ".join(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))
+        return first + "  ".join(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=False))
 
     p = report["params"]
     m = report["machine"]

@@ -55,7 +55,7 @@ def write_chart(report: dict, path: Path) -> str | None:
             squeeze=False,
             layout="constrained",
         )
-        for ax, scn in zip(axes.flat, scenarios):
+        for ax, scn in zip(axes.flat, scenarios, strict=False):
             draw_panel(ax, report, scn)
         for ax in list(axes.flat)[len(scenarios) :]:
             ax.set_visible(False)
@@ -98,7 +98,7 @@ def draw_panel(ax, report: dict, scn: dict) -> None:
     widths = [min(v, limit) for v in values]
     bars_ = ax.barh(list(ys), widths, color=colours)
     ax.set_xlim(0, limit * 1.25)
-    for bar, y, v in zip(bars_, ys, values):
+    for bar, y, v in zip(bars_, ys, values, strict=True):
         text = f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
         if v > limit:
             # A clipped bar is hatched and says so, with its real value.

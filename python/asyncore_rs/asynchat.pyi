@@ -3,10 +3,9 @@
 
 from collections import deque as deque
 from collections.abc import Iterable, Iterator
-from typing import Any, AnyStr, Literal, Protocol, type_check_only
+from typing import Any, AnyStr, Literal, Protocol, Self, TypeAlias, type_check_only
 
 from _typeshed import ReadableBuffer
-from typing_extensions import Self, TypeAlias
 
 from . import asyncore as asyncore
 

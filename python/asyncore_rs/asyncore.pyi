@@ -11,10 +11,9 @@ import sys as sys
 import time as time
 import warnings as warnings
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, Self, TypeAlias
 
 from _typeshed import FileDescriptorLike, ReadableBuffer
-from typing_extensions import Self, TypeAlias
 
 # `socket` names the module here and an attribute inside dispatcher: alias the class.
 _Socket: TypeAlias = socket.socket
