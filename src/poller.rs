@@ -539,7 +539,9 @@ mod portable {
                 };
                 events.clear();
                 poller.wait(events, slice)?;
-                Ok((!events.is_empty()).then_some(()))
+                // Done with events, or when no time was left to wait (a zero
+                // timeout, the common case of a busy loop: no signal check).
+                Ok((!events.is_empty() || left == Some(Duration::ZERO)).then_some(()))
             })?;
             scratch.ready.clear();
             scratch.ready.extend(
