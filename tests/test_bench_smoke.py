@@ -24,7 +24,7 @@ pytest.importorskip("asyncore_rs._core")
 from asyncore_rs import _bench, _bench_server  # noqa: E402
 from asyncore_rs._core import _loadgen_run  # noqa: E402
 
-SCENARIOS = {"echo", "echo65536", "lines", "idle", "bulk", "bulk65536", "churn"}
+SCENARIOS = {"echo", "echo65536", "lines", "echo10", "idle", "bulk", "bulk65536", "churn"}
 POSITIVE = [
     "requests",
     "units",

@@ -110,6 +110,16 @@ SCENARIOS = {
             lines=100,
             short="100 pipelined lines",
         ),
+        # The idle scenario without its idle connections: what they cost is the
+        # difference between the two.
+        Scenario(
+            "echo10",
+            "64 B echo, 10 connections",
+            "echo",
+            "echo",
+            conns=10,
+            short="64 B echo on 10 connections",
+        ),
         Scenario(
             "idle",
             "64 B echo, 10 active + {idle} idle connections",
