@@ -8,7 +8,7 @@
 //! `__dict__`, as in CPython. A subclass may shadow a descriptor with a class
 //! attribute; then the accessors use Python attribute lookup (`is_direct`).
 //!
-//! Uses: calls, fifo, inbuf, link, names, pyobj.
+//! Uses: calls, errors, fifo, inbuf, link, names, pyobj.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyType, PyWeakrefReference};
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::errors::missing_attr;
 use crate::fifo::Fifo;
 use crate::inbuf::InBuf;
 use crate::link::ChannelNotify;
@@ -574,7 +575,7 @@ pub fn field<'py>(
     let py = slf.py();
     match pick(&slf.get().fields()) {
         Some(v) => Ok(v.bind(py).clone()),
-        None => Err(missing_attr(slf, name)),
+        None => Err(missing_attr(slf.as_any(), name)),
     }
 }
 
@@ -592,7 +593,7 @@ pub fn take_field(
             drop(v);
             Ok(())
         }
-        None => Err(missing_attr(slf, name)),
+        None => Err(missing_attr(slf.as_any(), name)),
     }
 }
 
@@ -680,18 +681,6 @@ pub fn store_producer_fifo(me: &Dispatcher, value: &Bound<'_, PyAny>) {
         }
     }
     me.notify.mark_dirty();
-}
-
-/// CPython's message, naming the object's own class.
-#[cold]
-fn missing_attr(slf: &Bound<'_, Dispatcher>, name: impl std::fmt::Display) -> PyErr {
-    let class = slf
-        .get_type()
-        .name()
-        .map_or_else(|_| "dispatcher".to_owned(), |n| n.to_string());
-    pyo3::exceptions::PyAttributeError::new_err(format!(
-        "'{class}' object has no attribute '{name}'"
-    ))
 }
 
 /// Whether `obj.<name>` is certainly False without reading it: the class

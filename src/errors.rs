@@ -212,3 +212,16 @@ pub fn strerror<'py>(py: Python<'py>, err: &Bound<'py, PyAny>) -> PyResult<Bound
         Err(e) => Err(e),
     }
 }
+
+/// CPython's AttributeError for an instance attribute never set (or
+/// deleted), naming the object's own class.
+#[cold]
+pub fn missing_attr(obj: &Bound<'_, PyAny>, name: impl std::fmt::Display) -> PyErr {
+    let class = obj
+        .get_type()
+        .name()
+        .map_or_else(|_| "object".to_owned(), |n| n.to_string());
+    pyo3::exceptions::PyAttributeError::new_err(format!(
+        "'{class}' object has no attribute '{name}'"
+    ))
+}

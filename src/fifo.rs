@@ -7,7 +7,7 @@
 //! [0]`, `len`, truth, `clear`, iteration). It tells its channel when it turns
 //! empty or non-empty, which is what the channel's poll interest depends on.
 //!
-//! Uses: calls, link, names, pyobj.
+//! Uses: calls, errors, link, names, pyobj.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -18,6 +18,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::errors::missing_attr;
 use crate::link::ChannelNotify;
 use crate::names;
 use crate::pyobj::{make_slice, try_lock, Built};
@@ -262,18 +263,6 @@ impl SimpleProducer {
             None => Err(missing_attr(slf.as_any(), name)),
         }
     }
-}
-
-/// CPython's AttributeError message, naming the object's own class.
-#[cold]
-fn missing_attr(obj: &Bound<'_, PyAny>, name: &str) -> PyErr {
-    let class = obj
-        .get_type()
-        .name()
-        .map_or_else(|_| "simple_producer".to_owned(), |n| n.to_string());
-    pyo3::exceptions::PyAttributeError::new_err(format!(
-        "'{class}' object has no attribute '{name}'"
-    ))
 }
 
 #[pymethods]

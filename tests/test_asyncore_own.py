@@ -1805,6 +1805,8 @@ def test_addr_and_map_behave_as_instance_attributes(chan_map):
     a, b = socket.socketpair()
     d = asyncore.dispatcher(a, map=chan_map)
     assert d._map is chan_map and chan_map[a.fileno()] is d
+    # An intended difference (docs/migration.rst): Rust-held, not in __dict__.
+    assert "_map" not in vars(d) and "addr" not in vars(d)
 
     class Named(asyncore.dispatcher):
         addr = "class value"

@@ -608,7 +608,19 @@ class SoakProducer:
         return b"bye\n"
 
 
-class SoakChat(asynchat.async_chat):
+class CountsServerEnds:
+    """The soak's server channels: count closes and errors, then close."""
+
+    def handle_close(self):
+        self.stats["server_closes"] += 1
+        self.close()
+
+    def handle_error(self):
+        self.stats["server_errors"] += 1
+        self.close()
+
+
+class SoakChat(CountsServerEnds, asynchat.async_chat):
     """Replies through a simple_producer whose data refers back to the channel and a producer
     that refers to the channel, then close_when_done(); its socket refers back to it."""
 
@@ -630,16 +642,8 @@ class SoakChat(asynchat.async_chat):
         self.push_with_producer(SoakProducer(self))
         self.close_when_done()
 
-    def handle_close(self):
-        self.stats["server_closes"] += 1
-        self.close()
 
-    def handle_error(self):
-        self.stats["server_errors"] += 1
-        self.close()
-
-
-class SoakSend(asyncore.dispatcher_with_send):
+class SoakSend(CountsServerEnds, asyncore.dispatcher_with_send):
     """Replies through an out_buffer that refers back to the channel; closes once sent."""
 
     def __init__(self, sock, map, stats):
@@ -658,14 +662,6 @@ class SoakSend(asyncore.dispatcher_with_send):
         asyncore.dispatcher_with_send.handle_write(self)
         if self.connected and not self.out_buffer:
             self.close()
-
-    def handle_close(self):
-        self.stats["server_closes"] += 1
-        self.close()
-
-    def handle_error(self):
-        self.stats["server_errors"] += 1
-        self.close()
 
 
 class SoakServer(asyncore.dispatcher):
