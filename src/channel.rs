@@ -464,10 +464,7 @@ pub fn int_setting<'py>(
     obj: &Bound<'py, Dispatcher>,
     name: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    match plain_setting(obj, name) {
-        Some(v) => Ok(v),
-        None => obj.getattr(name),
-    }
+    read_setting(obj, name).map(|(v, _)| v)
 }
 
 /// `obj.<name>`, and whether reading it ran no Python code (see

@@ -187,7 +187,7 @@ enum Exclusive {
     Unchecked,
 }
 
-/// Checks, once per socket object, that the channel's socket is open; true
+/// Checks, once per socket assigned, that the channel's socket is open; true
 /// when it is (and remembered as seen).
 #[cold]
 fn check_socket_open(slf: &Bound<'_, Dispatcher>) -> bool {
