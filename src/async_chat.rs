@@ -580,8 +580,8 @@ impl Dispatcher {
         field(slf, |st| st.producer_fifo.as_ref(), "producer_fifo").map(Bound::unbind)
     }
     #[setter(_rs_producer_fifo)]
-    fn set_producer_fifo_attr(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) {
-        store_producer_fifo(slf.get(), v);
+    fn set_producer_fifo_attr(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        store_producer_fifo(slf, v)
     }
 
     // ---- async_chat ----

@@ -8,19 +8,20 @@
 //! `__dict__`, as in CPython. A subclass may shadow a descriptor with a class
 //! attribute; then the accessors use Python attribute lookup (`is_direct`).
 //!
-//! Uses: calls, errors, fifo, inbuf, link, names, pyobj.
+//! Uses: calls, errors, fd_map, fifo, inbuf, link, names, pyobj.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyType, PyWeakrefReference};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors::missing_attr;
-use crate::fifo::Fifo;
+use crate::fd_map::RawFd;
+use crate::fifo::{Fifo, FifoOwner};
 use crate::inbuf::InBuf;
-use crate::link::ChannelNotify;
+use crate::link::{ChannelLink, LoopShared};
 use crate::names;
 use crate::pyobj::{try_lock, Built};
 
@@ -58,6 +59,8 @@ pub struct Fields {
     pub producer_fifo: Option<Py<PyAny>>,
     /// async_chat's virtually sent data (see output_batch.rs).
     pub out_queue: OutQueue,
+    /// The link to the loop state that polls the channel (link.rs).
+    link: ChannelLink,
 }
 
 /// The channel's queue of virtually sent data (output_batch.rs). Allocated
@@ -121,7 +124,6 @@ pub struct Dispatcher {
     /// Checked first by `__traverse__` (see pyobj.rs `Built`).
     built: Built,
     fields: Mutex<Fields>,
-    pub notify: Arc<ChannelNotify>,
     direct: AtomicU16,
     /// `Fields::out_queue` holds data (see output_batch.rs).
     pub queued: AtomicBool,
@@ -144,7 +146,6 @@ impl Dispatcher {
         Dispatcher {
             built: Built::new(),
             fields: Mutex::new(Fields::default()),
-            notify: Arc::new(ChannelNotify::default()),
             direct: AtomicU16::new(0),
             queued: AtomicBool::new(false),
             sock_seen: AtomicBool::new(false),
@@ -164,7 +165,50 @@ impl Dispatcher {
     ) {
         let changed = std::mem::replace(pick(&mut self.fields()), value) != value;
         if changed && interest {
-            self.notify.mark_dirty();
+            self.mark_dirty();
+        }
+    }
+
+    /// What a fifo this channel owns knows it by (fifo.rs `FifoOwner`).
+    pub fn owner_id(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// The channel's poll interest may have changed: tells the loop that
+    /// polls it, if any.
+    pub fn mark_dirty(&self) {
+        self.fields().link.mark_dirty();
+    }
+
+    /// The loop has re-read the channel's interest.
+    pub fn clear_dirty(&self) {
+        self.fields().link.clear_dirty();
+    }
+
+    /// Links the channel to the loop state `shared`, polling it at `fd`;
+    /// `holder` (the loop state's Python holder) is kept alive by the link.
+    pub fn attach(
+        &self,
+        shared: &std::sync::Arc<LoopShared>,
+        fd: RawFd,
+        holder: Option<Py<PyAny>>,
+    ) {
+        let old = self.fields().link.attach(shared, fd, holder);
+        drop(old); // after the lock: it may hold the last reference to a loop state
+    }
+
+    /// Unlinks the channel if `shared` polls it.
+    pub fn detach(&self, shared: &std::sync::Arc<LoopShared>) {
+        let old = self.fields().link.detach(shared);
+        drop(old); // after the lock
+    }
+
+    /// Leaves the loop that polls the channel, at once (del_channel, before
+    /// the socket is closed).
+    pub fn unregister(&self) {
+        let taken = self.fields().link.take();
+        if let Some(t) = taken {
+            t.leave();
         }
     }
 
@@ -248,8 +292,9 @@ impl Dispatcher {
             for item in st.out_queue.items() {
                 visit.call(item)?;
             }
+            st.link.visit_holder(&visit)?;
         }
-        self.notify.visit_holder(&visit)
+        Ok(())
     }
 
     /// Leaves the loop that polls the channel and drops every reference, as
@@ -260,7 +305,7 @@ impl Dispatcher {
     /// `connecting` read False (CPython's class attributes). The objects are
     /// released after the lock.
     fn __clear__(&self) {
-        self.notify.unregister();
+        self.unregister();
         let Some(mut st) = try_lock(&self.fields) else {
             return;
         };
@@ -283,7 +328,7 @@ impl Dispatcher {
         if let Some(fifo) = &taken.5 {
             Python::attach(|py| {
                 if let Ok(f) = fifo.bind(py).cast::<Fifo>() {
-                    f.get().set_owner(None);
+                    f.get().disown(self.owner_id());
                 }
             });
         }
@@ -407,6 +452,44 @@ fn instance_dict<'py>(obj: &Bound<'py, Dispatcher>) -> SlotDict<'py> {
         Some(d) => d
             .cast_into::<PyDict>()
             .map_or(SlotDict::Elsewhere, SlotDict::Dict),
+    }
+}
+
+/// Drops the instance dict CPython 3.11 and 3.12 make for every new object of
+/// a class with a dict slot (`object_new` calls `_PyObject_InitializeDict`),
+/// while it is still empty and nothing else holds it: 64 bytes per channel,
+/// most of which never set an attribute of their own (`_map`, `addr`,
+/// `socket`... are Rust fields). CPython makes the dict again when it is
+/// first needed (`PyObject_GenericSetAttr`, `PyObject_GenericGetDict`), as
+/// for any object whose dict slot is NULL, which is how 3.13+ start.
+pub fn release_unused_dict(obj: &Bound<'_, Dispatcher>) {
+    let offset = DICT_OFFSET.load(Ordering::Relaxed);
+    if !Dispatcher::is_direct(obj, F_DICTPTR) || offset == 0 {
+        return;
+    }
+    // SAFETY: as in `instance_dict`: `obj + offset` is the instance dict slot
+    // of a live object whose class keeps it at `dispatcher`'s offset, read
+    // and written unaligned. The dict is released only when it is an exact,
+    // empty dict and the slot holds the only reference to it, so no other
+    // code can see it go; the slot is cleared before the reference is
+    // dropped (the GIL is held; dropping an empty dict runs no Python code).
+    // Read and written unaligned (see above), hence the cast is allowed.
+    #[allow(clippy::cast_ptr_alignment)]
+    unsafe {
+        let slot = obj
+            .as_ptr()
+            .cast::<u8>()
+            .add(offset)
+            .cast::<*mut pyo3::ffi::PyObject>();
+        let dict = slot.read_unaligned();
+        if !dict.is_null()
+            && pyo3::ffi::PyDict_CheckExact(dict) != 0
+            && pyo3::ffi::PyDict_Size(dict) == 0
+            && pyo3::ffi::Py_REFCNT(dict) == 1
+        {
+            slot.write_unaligned(std::ptr::null_mut());
+            pyo3::ffi::Py_DECREF(dict);
+        }
     }
 }
 
@@ -644,7 +727,7 @@ pub fn store_out_buffer(me: &Dispatcher, value: &Bound<'_, PyAny>) {
     let old = me.fields().out_buffer.replace(value.clone().unbind());
     let was_empty = old.is_none_or(|o| is_empty(o.bind(value.py())));
     if was_empty != now_empty {
-        me.notify.mark_dirty();
+        me.mark_dirty();
     }
 }
 
@@ -660,24 +743,42 @@ pub fn producer_fifo_of<'py>(slf: &Bound<'py, Dispatcher>) -> PyResult<Bound<'py
 
 pub fn set_producer_fifo(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) -> PyResult<()> {
     if Dispatcher::is_direct(slf, F_FIFO) {
-        store_producer_fifo(slf.get(), value);
-        Ok(())
+        store_producer_fifo(slf, value)
     } else {
         slf.setattr(names::producer_fifo(slf.py()), value)
     }
 }
 
-pub fn store_producer_fifo(me: &Dispatcher, value: &Bound<'_, PyAny>) {
+pub fn store_producer_fifo(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) -> PyResult<()> {
     if let Ok(f) = value.cast::<Fifo>() {
-        f.get().set_owner(Some(me.notify.clone()));
+        f.get().set_owner(Some(FifoOwner::new(
+            slf.as_any(),
+            slf.get().owner_id(),
+            mark_dirty_of,
+        )?));
     }
-    let old = me.fields().producer_fifo.replace(value.clone().unbind());
+    let old = slf
+        .get()
+        .fields()
+        .producer_fifo
+        .replace(value.clone().unbind());
     if let Some(old) = old {
-        if let Ok(f) = old.bind(value.py()).cast::<Fifo>() {
-            f.get().set_owner(None);
+        // The same fifo set again keeps its owner; one another channel owns
+        // now keeps that one.
+        if let (false, Ok(f)) = (old.is(value), old.bind(value.py()).cast::<Fifo>()) {
+            f.get().disown(slf.get().owner_id());
         }
     }
-    me.notify.mark_dirty();
+    slf.get().mark_dirty();
+    Ok(())
+}
+
+/// How a fifo tells its owner that it turned empty or non-empty (fifo.rs
+/// `FifoOwner`): `obj` is the owner, alive.
+fn mark_dirty_of(obj: &Bound<'_, PyAny>) {
+    if let Ok(d) = obj.cast::<Dispatcher>() {
+        d.get().mark_dirty();
+    }
 }
 
 /// Whether `obj.<name>` is certainly False without reading it: the class

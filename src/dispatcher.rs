@@ -228,7 +228,7 @@ impl Dispatcher {
         };
         // Unregister from the poller before the socket can be closed (the
         // polling crate's contract), then do what CPython does.
-        slf.get().notify.unregister();
+        slf.get().unregister();
         if map.contains(&fd)? {
             map_write(&map, &fd, None)?;
         }
@@ -543,6 +543,7 @@ pub fn dispatcher_init(
     map: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let py = slf.py();
+    crate::channel::release_unused_dict(slf);
     let the_map = match map {
         Some(m) => m.clone(),
         None => global(py, names::socket_map(py))?,

@@ -7,19 +7,18 @@
 //! [0]`, `len`, truth, `clear`, iteration). It tells its channel when it turns
 //! empty or non-empty, which is what the channel's poll interest depends on.
 //!
-//! Uses: calls, errors, link, names, pyobj.
+//! Uses: calls, errors, names, pyobj.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple, PyWeakrefReference};
 
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors::missing_attr;
-use crate::link::ChannelNotify;
 use crate::names;
 use crate::pyobj::{make_slice, try_lock, Built};
 
@@ -28,7 +27,34 @@ pub struct Fifo {
     /// Checked first by `__traverse__` (see pyobj.rs `Built`).
     built: Built,
     items: Mutex<VecDeque<Py<PyAny>>>,
-    owner: Mutex<Option<Arc<ChannelNotify>>>,
+    owner: Mutex<Option<FifoOwner>>,
+}
+
+/// The channel whose `producer_fifo` a fifo is, and how to tell it of an
+/// emptiness change. A weak reference: the channel holds the fifo, and a
+/// strong one back would make every async_chat a reference cycle (freed only
+/// by the collector, where CPython's deque frees it at once). The callback
+/// is the channel module's (above this one), given by the channel.
+pub struct FifoOwner {
+    channel: Py<PyWeakrefReference>,
+    /// The owner's identity for `disown`, comparable when the weak reference
+    /// is already dead (the collector clears those before `__clear__`).
+    id: usize,
+    changed: fn(&Bound<'_, PyAny>),
+}
+
+impl FifoOwner {
+    pub fn new(
+        channel: &Bound<'_, PyAny>,
+        id: usize,
+        changed: fn(&Bound<'_, PyAny>),
+    ) -> PyResult<Self> {
+        Ok(FifoOwner {
+            channel: PyWeakrefReference::new(channel)?.unbind(),
+            id,
+            changed,
+        })
+    }
 }
 
 impl Fifo {
@@ -36,8 +62,40 @@ impl Fifo {
         self.items.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn set_owner(&self, owner: Option<Arc<ChannelNotify>>) {
-        *self.owner.lock().unwrap_or_else(PoisonError::into_inner) = owner;
+    /// Sets the channel to tell; the previous owner's weak reference is
+    /// dropped after the lock.
+    pub fn set_owner(&self, owner: Option<FifoOwner>) {
+        let old = std::mem::replace(&mut *self.owner(), owner);
+        drop(old);
+    }
+
+    /// Forgets the owner if it is the channel `id` (which let go of the fifo).
+    pub fn disown(&self, id: usize) {
+        let old = {
+            let mut owner = self.owner();
+            if owner.as_ref().is_some_and(|o| o.id == id) {
+                owner.take()
+            } else {
+                None
+            }
+        };
+        drop(old);
+    }
+
+    fn owner(&self) -> MutexGuard<'_, Option<FifoOwner>> {
+        self.owner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Tells the owner, if it is alive, that the fifo turned empty or
+    /// non-empty. Called without the fifo's locks held.
+    fn tell_owner(&self, py: Python<'_>) {
+        let owner = self
+            .owner()
+            .as_ref()
+            .and_then(|o| Some((o.channel.bind(py).upgrade()?, o.changed)));
+        if let Some((channel, changed)) = owner {
+            changed(&channel);
+        }
     }
 
     /// Runs `f` on the items and tells the owner if emptiness changed.
@@ -51,9 +109,7 @@ impl Fifo {
             (r, was, items.is_empty())
         };
         if was != now {
-            if let Some(owner) = &*self.owner.lock().unwrap_or_else(PoisonError::into_inner) {
-                owner.mark_dirty();
-            }
+            Python::attach(|py| self.tell_owner(py));
         }
         r
     }
@@ -218,6 +274,9 @@ impl Fifo {
                 visit.call(item)?;
             }
         }
+        if let Some(owner) = try_lock(&self.owner) {
+            visit.call(owner.as_ref().map(|o| &o.channel))?;
+        }
         Ok(())
     }
 
@@ -230,9 +289,7 @@ impl Fifo {
         let old = std::mem::take(&mut *items);
         drop(items);
         if !old.is_empty() {
-            if let Some(owner) = try_lock(&self.owner).as_deref().and_then(Option::as_ref) {
-                owner.mark_dirty();
-            }
+            Python::attach(|py| self.tell_owner(py));
         }
         drop(old);
     }

@@ -1,9 +1,10 @@
 //! Owns the link between a channel and the loop state that polls it.
 //!
-//! A channel holds a `ChannelNotify`; while a loop state polls it, that
-//! points to the loop state's `LoopShared`, through which the channel reports
-//! that its poll interest may have changed (`mark_dirty`) and leaves the
-//! poller before its socket is closed (`unregister`, from `del_channel`).
+//! A channel holds a `ChannelLink` in its own state; while a loop state polls
+//! it, that points to the loop state's `LoopShared`, through which the channel
+//! reports that its poll interest may have changed (`mark_dirty`) and leaves
+//! the poller before its socket is closed (`take` + `leave`, from
+//! `del_channel`).
 //!
 //! Garbage collection: the link also holds a strong reference to the loop
 //! state's Python holder (loop_cache.rs `LoopHolder`), which the channel
@@ -13,7 +14,6 @@
 //!
 //! Uses: fd_map, poller, pyobj.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use pyo3::prelude::*;
@@ -79,10 +79,15 @@ impl LoopShared {
         lock(&self.objs).get(&fd).map(|o| o.clone_ref(py))
     }
 
-    /// Drops the channel at `fd` (after the lock: its destructor may run Python).
-    pub fn release(&self, fd: RawFd) {
-        let old = lock(&self.objs).remove(&fd);
-        drop(old);
+    /// Lets go of the channel at `fd`: returned, for the caller to drop
+    /// after the lock (its destructor may run Python).
+    pub fn release(&self, fd: RawFd) -> Option<Py<PyAny>> {
+        lock(&self.objs).remove(&fd)
+    }
+
+    /// Room for `more` channels beyond those held.
+    pub fn reserve(&self, more: usize) {
+        lock(&self.objs).reserve(more);
     }
 
     pub fn hold(&self, fd: RawFd, obj: Py<PyAny>) {
@@ -104,87 +109,102 @@ impl LoopShared {
 }
 
 /// Where a channel's link points: the loop state's shared part, the fd it
-/// is polled at, and the loop state's Python holder (None for a loop state
-/// that is not kept between calls).
+/// is polled at, the loop state's Python holder (None for a loop state that
+/// is not kept between calls), and whether the channel has reported a change
+/// the loop has not read yet.
 struct Sink {
     shared: Arc<LoopShared>,
-    fd: RawFd,
     holder: Option<Py<PyAny>>,
+    fd: RawFd,
+    dirty: bool,
 }
 
-/// A channel's link to the loop that polls it.
+/// A channel's link to the loop that polls it, kept inside the channel's
+/// own state (channel.rs `Fields`, under its lock), so that a polled channel
+/// costs no allocation of its own: 24 bytes, none while it is not polled.
 #[derive(Default)]
-pub struct ChannelNotify {
-    dirty: AtomicBool,
-    sink: Mutex<Option<Sink>>,
-}
+pub struct ChannelLink(Option<Sink>);
 
-impl ChannelNotify {
-    /// The channel's poll interest may have changed.
-    pub fn mark_dirty(&self) {
-        if !self.dirty.swap(true, Ordering::Relaxed) {
-            if let Some(s) = &*lock(&self.sink) {
+/// A link taken out of its channel (`ChannelLink::take`), to be left after
+/// the channel's lock is released.
+pub struct Taken(Sink);
+
+impl ChannelLink {
+    /// The channel's poll interest may have changed: the first change since
+    /// the loop last read it puts the fd on the loop's list.
+    pub fn mark_dirty(&mut self) {
+        if let Some(s) = &mut self.0 {
+            if !std::mem::replace(&mut s.dirty, true) {
                 lock(&s.shared.dirty).push(s.fd);
             }
         }
     }
 
-    /// Leaves the poller now, before the socket can be closed (the polling
-    /// crate's contract: an fd must be deleted before it is closed).
-    /// The holder's reference is dropped after the lock is released (the
-    /// last one frees the loop state, which detaches other channels).
-    pub fn unregister(&self) {
-        let taken = lock(&self.sink).take();
-        if let Some(s) = taken {
-            s.shared.poller.unwatch(s.fd);
-            lock(&s.shared.gone).push(s.fd);
-            s.shared.release(s.fd);
-            drop(s);
+    /// The loop state has re-read the channel's interest.
+    pub fn clear_dirty(&mut self) {
+        if let Some(s) = &mut self.0 {
+            s.dirty = false;
         }
     }
 
-    /// The loop state has re-read the channel's interest.
-    pub fn clear_dirty(&self) {
-        self.dirty.store(false, Ordering::Relaxed);
-    }
-
-    /// Points the link at a loop state. The previous link (and with it
-    /// perhaps the last reference to another loop state) is dropped after
-    /// the lock is released.
-    pub fn attach(&self, shared: &Arc<LoopShared>, fd: RawFd, holder: Option<Py<PyAny>>) {
+    /// Points the link at a loop state. Returns the previous link (perhaps
+    /// the last reference to another loop state), for the caller to drop
+    /// after the channel's lock is released.
+    #[must_use]
+    pub fn attach(
+        &mut self,
+        shared: &Arc<LoopShared>,
+        fd: RawFd,
+        holder: Option<Py<PyAny>>,
+    ) -> Option<Taken> {
         let sink = Sink {
             shared: shared.clone(),
-            fd,
             holder,
+            fd,
+            dirty: false,
         };
-        let old = lock(&self.sink).replace(sink);
-        self.dirty.store(false, Ordering::Relaxed);
-        drop(old);
+        self.0.replace(sink).map(Taken)
     }
 
-    pub fn detach(&self, shared: &Arc<LoopShared>) {
-        let old = {
-            let mut sink = lock(&self.sink);
-            if sink
-                .as_ref()
-                .is_some_and(|s| Arc::ptr_eq(&s.shared, shared))
-            {
-                sink.take()
-            } else {
-                None
-            }
-        };
-        drop(old);
+    /// Unlinks the channel if it is linked to `shared`; returns the link,
+    /// to be dropped after the channel's lock is released.
+    #[must_use]
+    pub fn detach(&mut self, shared: &Arc<LoopShared>) -> Option<Taken> {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(&s.shared, shared))
+        {
+            self.0.take().map(Taken)
+        } else {
+            None
+        }
+    }
+
+    /// Unlinks the channel; `Taken::leave` then takes it out of the poller.
+    #[must_use]
+    pub fn take(&mut self) -> Option<Taken> {
+        self.0.take().map(Taken)
     }
 
     /// Reports the loop state holder this link keeps alive. Only the channel
-    /// that owns this `ChannelNotify` calls it (the fifo and the loop state's
-    /// registration share the `Arc` but never report it), so each reference
-    /// is reported once.
+    /// that holds the link calls it, so each reference is reported once.
     pub fn visit_holder(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        match try_lock(&self.sink) {
-            Some(sink) => visit.call(sink.as_ref().and_then(|s| s.holder.as_ref())),
-            None => Ok(()),
-        }
+        visit.call(self.0.as_ref().and_then(|s| s.holder.as_ref()))
+    }
+}
+
+impl Taken {
+    /// Leaves the poller now, before the socket can be closed (the polling
+    /// crate's contract: an fd must be deleted before it is closed), and has
+    /// the loop state let go of the channel. Called without the channel's
+    /// lock: the holder's reference, dropped last, may be the last one to the
+    /// loop state, whose destructor detaches other channels.
+    pub fn leave(self) {
+        let s = self.0;
+        s.shared.poller.unwatch(s.fd);
+        lock(&s.shared.gone).push(s.fd);
+        let obj = s.shared.release(s.fd);
+        drop((obj, s));
     }
 }

@@ -207,6 +207,7 @@ impl LoopState {
         }
         self.unkeyed.clear();
         let mut seen: FdSet = FdSet::with_capacity_and_hasher(items.len(), FdHash::default());
+        self.regs.reserve_for(items.len());
         for (key, obj) in &items {
             if keep_snapshot {
                 self.snapshot
@@ -288,20 +289,21 @@ impl LoopState {
         }
         // Every dispatcher of a persistent state gets a link back (for
         // del_channel); the interest of some of them Rust can derive.
-        let notify = match obj.cast::<Dispatcher>() {
-            Ok(d) if self.persistent => Some(d.get().notify.clone()),
+        let linked = match obj.cast::<Dispatcher>() {
+            Ok(d) if self.persistent => Some(d),
             _ => None,
         };
         let derived = match derivable(py, obj) {
-            Some(k) if notify.is_some() => Some(k),
+            Some(k) if linked.is_some() => Some(k),
             _ => None,
         };
-        if let Some(n) = &notify {
+        if let Some(d) = linked {
             let holder = self.holder.as_ref().map(|h| h.clone_ref(py));
-            self.regs.link(n, fd, holder);
+            self.regs.link(d.get(), fd, holder);
         }
         let want = interest(py, obj, self.mode)?;
-        self.regs.add(fd, key, obj, notify, derived, self.pass);
+        self.regs
+            .add(fd, key, obj, linked.is_some(), derived, self.pass);
         self.regs.apply(py, fd, want)?;
         Ok(Some(fd))
     }
@@ -314,7 +316,10 @@ impl LoopState {
             obj.cast::<Dispatcher>(),
         ) {
             (Refresh::Skip, _) => return Ok(()),
-            (Refresh::Derive(kind), Ok(d)) => derived_interest(d, kind, self.mode),
+            (Refresh::Derive(kind), Ok(d)) => {
+                d.get().clear_dirty();
+                derived_interest(d, kind, self.mode)
+            }
             _ => interest(py, obj, self.mode)?,
         };
         self.regs.apply(py, fd, want)

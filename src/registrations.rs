@@ -7,7 +7,7 @@
 //! `add`, `apply` and `remove`). A pass then costs what is active, not what
 //! is registered.
 //!
-//! Uses: errors, fd_map, interest, link, poller.
+//! Uses: channel, errors, fd_map, interest, link, poller.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +15,11 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::channel::Dispatcher;
 use crate::errors::os_error;
 use crate::fd_map::{FdMap, FdSet, RawFd};
 use crate::interest::WKind;
-use crate::link::{ChannelNotify, LoopShared};
+use crate::link::LoopShared;
 use crate::poller::{poll_flags, Events, Poller, Watch, POLLIN, POLLNVAL, POLLOUT, WANT_R, WANT_W};
 
 struct Reg {
@@ -27,14 +28,29 @@ struct Reg {
     /// which built-in writable() answers for them); None: readable() and
     /// writable() are asked every pass.
     derived: Option<WKind>,
-    /// The channel's link back, for every dispatcher of a persistent state.
-    notify: Option<Arc<ChannelNotify>>,
+    /// The channel is a dispatcher linked to this state (link.rs), as every
+    /// dispatcher of a persistent state is.
+    linked: bool,
     want: u8,
     /// Whether the fd is in the kernel's set now.
     added: bool,
     watch: Watch,
-    /// The pass in which the interest was last read.
-    asked: u64,
+    /// The pass in which the interest was last read, modulo 2^32 (Pass).
+    asked: Pass,
+}
+
+/// A pass number as a registration keeps it: the low 32 bits. Only compared
+/// for equality with the current pass, and a channel that is compared (one
+/// asked every pass) was asked in the previous pass at the latest, so the
+/// wrap-around never makes two different passes equal where it matters.
+/// (Half the size of a u64: a registration is 24 bytes, not 32.)
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Pass(u32);
+
+impl Pass {
+    fn of(pass: u64) -> Self {
+        Pass(pass as u32)
+    }
 }
 
 /// What reading a channel's interest again takes.
@@ -100,8 +116,17 @@ impl Registrations {
     /// Points the channel's link at this loop state (before its interest is
     /// first read, so a change made while reading it is reported). The link
     /// keeps `holder`, the loop state's Python holder, alive (link.rs).
-    pub fn link(&self, notify: &ChannelNotify, fd: RawFd, holder: Option<Py<PyAny>>) {
-        notify.attach(&self.shared, fd, holder);
+    pub fn link(&self, channel: &Dispatcher, fd: RawFd, holder: Option<Py<PyAny>>) {
+        channel.attach(&self.shared, fd, holder);
+    }
+
+    /// Makes room for `total` registrations: one allocation of each table
+    /// now (a full re-read knows the count) instead of the ever larger ones,
+    /// each left behind in the heap, they would grow through.
+    pub fn reserve_for(&mut self, total: usize) {
+        let more = total.saturating_sub(self.regs.len());
+        self.regs.reserve(more);
+        self.shared.reserve(more);
     }
 
     /// Registers `obj` at `fd`, wanting nothing yet (`apply` sets the interest).
@@ -110,7 +135,7 @@ impl Registrations {
         fd: RawFd,
         key: &Bound<'_, PyAny>,
         obj: &Bound<'_, PyAny>,
-        notify: Option<Arc<ChannelNotify>>,
+        linked: bool,
         derived: Option<WKind>,
         pass: u64,
     ) {
@@ -121,11 +146,11 @@ impl Registrations {
         let reg = Reg {
             key: key.clone().unbind(),
             derived,
-            notify,
+            linked,
             want: 0,
             added: false,
             watch: Watch::Polled,
-            asked: pass,
+            asked: Pass::of(pass),
         };
         if let Some(old) = self.regs.insert(fd, reg) {
             self.forget_derived(fd, &old);
@@ -165,10 +190,11 @@ impl Registrations {
             if reg.added {
                 self.shared.poller().unwatch(fd);
             }
-            if let Some(n) = reg.notify {
-                n.detach(&self.shared);
+            let obj = self.shared.release(fd);
+            if reg.linked {
+                detach(obj.as_ref(), &self.shared);
             }
-            self.shared.release(fd);
+            drop(obj);
         }
     }
 
@@ -196,19 +222,18 @@ impl Registrations {
     }
 
     /// How to read the interest of the channel at `fd` again in pass `pass`.
+    /// (A derived channel's caller clears the channel's dirty mark.)
     pub fn plan_refresh(&mut self, fd: RawFd, pass: u64) -> Refresh {
         let Some(reg) = self.regs.get_mut(&fd) else {
             return Refresh::Ask;
         };
+        let pass = Pass::of(pass);
         if reg.derived.is_none() && reg.asked == pass {
             return Refresh::Skip;
         }
         reg.asked = pass;
-        match (reg.derived, &reg.notify) {
-            (Some(kind), Some(n)) => {
-                n.clear_dirty();
-                Refresh::Derive(kind)
-            }
+        match (reg.derived, reg.linked) {
+            (Some(kind), true) => Refresh::Derive(kind),
             _ => Refresh::Ask,
         }
     }
@@ -216,6 +241,7 @@ impl Registrations {
     /// The channels asked every pass that were not asked in pass `pass`
     /// (marked asked now).
     pub fn due_each_pass(&mut self, py: Python<'_>, pass: u64) -> Vec<(RawFd, Py<PyAny>)> {
+        let pass = Pass::of(pass);
         let due: Vec<RawFd> = self
             .asked_each_pass
             .iter()
@@ -281,10 +307,8 @@ impl Registrations {
     pub fn settle(&mut self, py: Python<'_>) -> Vec<Py<PyAny>> {
         let mut keys = Vec::new();
         for fd in self.shared.take_gone() {
+            // The channel unlinked itself (del_channel) and is released already.
             if let Some(reg) = self.take(fd) {
-                if let Some(n) = &reg.notify {
-                    n.detach(&self.shared);
-                }
                 keys.push(reg.key.clone_ref(py));
             }
         }
@@ -305,11 +329,34 @@ impl Registrations {
 }
 
 impl Drop for Registrations {
+    /// Unlinks the channels still linked here. Not while the interpreter
+    /// shuts down (no Python to reach them through): their links then keep
+    /// only this state's shared part alive, which nothing polls.
     fn drop(&mut self) {
-        for reg in self.regs.values() {
-            if let Some(n) = &reg.notify {
-                n.detach(&self.shared);
-            }
+        let linked: Vec<RawFd> = self
+            .regs
+            .iter()
+            .filter(|(_, r)| r.linked)
+            .map(|(fd, _)| *fd)
+            .collect();
+        if linked.is_empty() {
+            return;
         }
+        let _ = Python::try_attach(|py| {
+            for (_, obj) in self.shared.objs_at(py, linked.into_iter()) {
+                detach(Some(&obj), &self.shared);
+            }
+        });
+    }
+}
+
+/// Unlinks `obj`, a dispatcher, from the loop state `shared`.
+fn detach(obj: Option<&Py<PyAny>>, shared: &Arc<LoopShared>) {
+    if let Some(obj) = obj {
+        Python::attach(|py| {
+            if let Ok(d) = obj.bind(py).cast::<Dispatcher>() {
+                d.get().detach(shared);
+            }
+        });
     }
 }
