@@ -20,11 +20,32 @@ use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::fd_map::{FdMap, RawFd};
-use crate::poller::Poller;
+use crate::poller::{Poller, Watch};
 use crate::pyobj::try_lock;
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a loop state keeps of one channel it polls, in the one fd-indexed
+/// table of its shared part. registrations.rs owns the rules (what `kind`
+/// means, and the sets derived from the table); it is here because a channel
+/// leaving the loop (`Taken::leave`) lets go of `obj` at once.
+pub struct Reg {
+    /// The channel; None once it left the poller itself (del_channel), so a
+    /// closed channel (and its class) is never kept alive by a loop that is
+    /// not running. The registration stays until the loop settles it.
+    pub obj: Option<Py<PyAny>>,
+    /// The map key the channel was found under.
+    pub key: Py<PyAny>,
+    /// The pass in which the interest was last read, modulo 2^32.
+    pub asked: u32,
+    pub want: u8,
+    /// Whether the fd is in the kernel's set now.
+    pub added: bool,
+    pub watch: Watch,
+    /// registrations.rs's flags: linked, and how the interest is derived.
+    pub kind: u8,
 }
 
 /// Shared between a loop state and the channels registered in it.
@@ -34,10 +55,9 @@ pub struct LoopShared {
     dirty: Mutex<Vec<RawFd>>,
     /// fds whose channel unregistered itself (del_channel) before closing.
     gone: Mutex<Vec<RawFd>>,
-    /// The registered channels. Held here, not in the registration, so that
-    /// a channel's `del_channel()` lets go of it at once: a closed channel
-    /// (and its class) is never kept alive by a loop that is not running.
-    objs: Mutex<FdMap<Py<PyAny>>>,
+    /// The registrations, by fd. Never locked while Python code runs, nor
+    /// while a Python object is dropped (its destructor may run Python).
+    regs: Mutex<FdMap<Reg>>,
 }
 
 impl LoopShared {
@@ -46,12 +66,18 @@ impl LoopShared {
             poller,
             dirty: Mutex::new(Vec::new()),
             gone: Mutex::new(Vec::new()),
-            objs: Mutex::new(FdMap::default()),
+            regs: Mutex::new(FdMap::default()),
         }
     }
 
     pub fn poller(&self) -> &Poller {
         &self.poller
+    }
+
+    /// The registrations (for registrations.rs). Drop nothing Python while
+    /// holding it: return it and drop it after.
+    pub fn regs(&self) -> MutexGuard<'_, FdMap<Reg>> {
+        lock(&self.regs)
     }
 
     /// The fds whose channels reported a change since the last call.
@@ -64,44 +90,14 @@ impl LoopShared {
         std::mem::take(&mut *lock(&self.gone))
     }
 
-    /// The channels held at `fds` (one lock for all of them).
-    pub fn objs_at(
-        &self,
-        py: Python<'_>,
-        fds: impl Iterator<Item = RawFd>,
-    ) -> Vec<(RawFd, Py<PyAny>)> {
-        let objs = lock(&self.objs);
-        fds.filter_map(|fd| objs.get(&fd).map(|o| (fd, o.clone_ref(py))))
-            .collect()
-    }
-
-    pub fn obj(&self, py: Python<'_>, fd: RawFd) -> Option<Py<PyAny>> {
-        lock(&self.objs).get(&fd).map(|o| o.clone_ref(py))
-    }
-
-    /// Lets go of the channel at `fd`: returned, for the caller to drop
-    /// after the lock (its destructor may run Python).
-    pub fn release(&self, fd: RawFd) -> Option<Py<PyAny>> {
-        lock(&self.objs).remove(&fd)
-    }
-
-    /// Room for `more` channels beyond those held.
-    pub fn reserve(&self, more: usize) {
-        lock(&self.objs).reserve(more);
-    }
-
-    pub fn hold(&self, fd: RawFd, obj: Py<PyAny>) {
-        let old = lock(&self.objs).insert(fd, obj);
-        drop(old);
-    }
-
-    /// Reports the held channels to the garbage collector, for the one loop
-    /// state that owns this `LoopShared` (the channels' links share it but
-    /// never report it). Skips rather than waits if the lock is taken.
+    /// Reports the keys and channels held to the garbage collector, for the
+    /// one loop state that owns this `LoopShared` (the channels' links share
+    /// it but never report it). Skips rather than waits if the lock is taken.
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(objs) = try_lock(&self.objs) {
-            for obj in objs.values() {
-                visit.call(obj)?;
+        if let Some(regs) = try_lock(&self.regs) {
+            for reg in regs.values() {
+                visit.call(&reg.key)?;
+                visit.call(&reg.obj)?;
             }
         }
         Ok(())
@@ -204,7 +200,9 @@ impl Taken {
         let s = self.0;
         s.shared.poller.unwatch(s.fd);
         lock(&s.shared.gone).push(s.fd);
-        let obj = s.shared.release(s.fd);
+        let obj = lock(&s.shared.regs)
+            .get_mut(&s.fd)
+            .and_then(|r| r.obj.take());
         drop((obj, s));
     }
 }

@@ -239,7 +239,7 @@ impl LoopState {
                 if let Ok(fd) = as_fd(key) {
                     if self
                         .regs
-                        .key(fd)
+                        .key(py, fd)
                         .is_some_and(|k| k.bind(py).eq(key).unwrap_or(false))
                     {
                         self.regs.remove(fd);
@@ -375,14 +375,13 @@ impl LoopState {
         map: &Bound<'py, PyAny>,
         fd: RawFd,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let Some(key) = self.regs.key(fd) else {
+        let Some((key, polled)) = self.regs.polled(py, fd) else {
             return Ok(None);
         };
         let obj = match self.mode {
             Mode::Select => map_get(map, key.bind(py), self.plain_get)?,
             Mode::Poll => map_get(map, fd.into_pyobject(py)?.as_any(), self.plain_get)?,
         };
-        let polled = self.regs.channel(py, fd);
         Ok(obj.filter(|o| polled.is_some_and(|p| p.bind(py).is(o))))
     }
 

@@ -1,11 +1,13 @@
 //! Owns one loop state's registrations: which channel is polled at which fd,
 //! under which map key, with what interest, and how the kernel took it.
 //!
-//! The fields are private so that what is derived from the registrations
-//! stays true: the fds asked every pass, the fds outside the kernel's set and
-//! the count of fds that want any event change only with a registration (in
-//! `add`, `apply` and `remove`). A pass then costs what is active, not what
-//! is registered.
+//! The registrations themselves are one fd-indexed table in the loop state's
+//! shared part (link.rs `Reg`), where a channel leaving the loop lets go of
+//! its entry's channel at once. What is derived from them is private here so
+//! that it stays true: the fds asked every pass, the fds outside the kernel's
+//! set and the count of fds that want any event change only with a
+//! registration (in `add`, `apply` and `remove`). A pass then costs what is
+//! active, not what is registered.
 //!
 //! Uses: channel, errors, fd_map, interest, link, poller.
 
@@ -17,40 +19,50 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::channel::Dispatcher;
 use crate::errors::os_error;
-use crate::fd_map::{FdMap, FdSet, RawFd};
+use crate::fd_map::{FdSet, RawFd};
 use crate::interest::WKind;
-use crate::link::LoopShared;
+use crate::link::{LoopShared, Reg};
 use crate::poller::{poll_flags, Events, Poller, Watch, POLLIN, POLLNVAL, POLLOUT, WANT_R, WANT_W};
 
-struct Reg {
-    key: Py<PyAny>,
-    /// Some for channels whose interest Rust derives from their fields (and
-    /// which built-in writable() answers for them); None: readable() and
-    /// writable() are asked every pass.
-    derived: Option<WKind>,
-    /// The channel is a dispatcher linked to this state (link.rs), as every
-    /// dispatcher of a persistent state is.
-    linked: bool,
-    want: u8,
-    /// Whether the fd is in the kernel's set now.
-    added: bool,
-    watch: Watch,
-    /// The pass in which the interest was last read, modulo 2^32 (Pass).
-    asked: Pass,
+// `Reg::kind`: the channel is a dispatcher linked to this state (link.rs), as
+// every dispatcher of a persistent state is; and for those whose interest Rust
+// derives from their fields, which built-in writable() answers for them (no
+// derivation bit: readable() and writable() are asked every pass).
+const LINKED: u8 = 1;
+const DERIVED: u8 = 2;
+const ALWAYS: u8 = 0;
+const WITH_SEND: u8 = 4;
+const CHAT: u8 = 8;
+const KIND_MASK: u8 = 12;
+
+fn kind_code(linked: bool, derived: Option<WKind>) -> u8 {
+    let derived = match derived {
+        None => 0,
+        Some(WKind::Always) => DERIVED | ALWAYS,
+        Some(WKind::WithSend) => DERIVED | WITH_SEND,
+        Some(WKind::Chat) => DERIVED | CHAT,
+    };
+    derived | if linked { LINKED } else { 0 }
+}
+
+fn derived_kind(code: u8) -> Option<WKind> {
+    if code & DERIVED == 0 {
+        return None;
+    }
+    Some(match code & KIND_MASK {
+        WITH_SEND => WKind::WithSend,
+        CHAT => WKind::Chat,
+        _ => WKind::Always,
+    })
 }
 
 /// A pass number as a registration keeps it: the low 32 bits. Only compared
 /// for equality with the current pass, and a channel that is compared (one
 /// asked every pass) was asked in the previous pass at the latest, so the
 /// wrap-around never makes two different passes equal where it matters.
-/// (Half the size of a u64: a registration is 24 bytes, not 32.)
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Pass(u32);
-
-impl Pass {
-    fn of(pass: u64) -> Self {
-        Pass(pass as u32)
-    }
+/// (A registration is then 24 bytes, not 32.)
+fn pass_mark(pass: u64) -> u32 {
+    pass as u32
 }
 
 /// What reading a channel's interest again takes.
@@ -65,9 +77,9 @@ pub enum Refresh {
 
 pub struct Registrations {
     shared: Arc<LoopShared>,
-    regs: FdMap<Reg>,
-    /// Derived from `regs`: the fds asked every pass, the fds the kernel
-    /// would not take (always ready, or invalid), and how many want events.
+    /// Derived from the registrations: the fds asked every pass, the fds the
+    /// kernel would not take (always ready, or invalid), and how many want
+    /// events.
     asked_each_pass: FdSet,
     special: FdSet,
     wanting: usize,
@@ -82,7 +94,6 @@ impl Registrations {
         let events = poller.events();
         Ok(Registrations {
             shared: Arc::new(LoopShared::new(poller)),
-            regs: FdMap::default(),
             asked_each_pass: FdSet::default(),
             special: FdSet::default(),
             wanting: 0,
@@ -91,22 +102,35 @@ impl Registrations {
     }
 
     pub fn contains(&self, fd: RawFd) -> bool {
-        self.regs.contains_key(&fd)
+        self.shared.regs().contains_key(&fd)
     }
 
     /// The map key the channel at `fd` was found under.
-    pub fn key(&self, fd: RawFd) -> Option<&Py<PyAny>> {
-        self.regs.get(&fd).map(|r| &r.key)
+    pub fn key(&self, py: Python<'_>, fd: RawFd) -> Option<Py<PyAny>> {
+        self.shared.regs().get(&fd).map(|r| r.key.clone_ref(py))
     }
 
     /// The channel polled at `fd`.
     pub fn channel(&self, py: Python<'_>, fd: RawFd) -> Option<Py<PyAny>> {
-        self.shared.obj(py, fd)
+        let regs = self.shared.regs();
+        regs.get(&fd)?.obj.as_ref().map(|o| o.clone_ref(py))
+    }
+
+    /// The map key registered at `fd` and its channel, unless that left the
+    /// loop (one lock).
+    pub fn polled(&self, py: Python<'_>, fd: RawFd) -> Option<(Py<PyAny>, Option<Py<PyAny>>)> {
+        let regs = self.shared.regs();
+        let reg = regs.get(&fd)?;
+        Some((
+            reg.key.clone_ref(py),
+            reg.obj.as_ref().map(|o| o.clone_ref(py)),
+        ))
     }
 
     /// The registered fds not in `seen`.
     pub fn stale(&self, seen: &FdSet) -> Vec<RawFd> {
-        self.regs
+        self.shared
+            .regs()
             .keys()
             .filter(|fd| !seen.contains(fd))
             .copied()
@@ -120,13 +144,13 @@ impl Registrations {
         channel.attach(&self.shared, fd, holder);
     }
 
-    /// Makes room for `total` registrations: one allocation of each table
-    /// now (a full re-read knows the count) instead of the ever larger ones,
-    /// each left behind in the heap, they would grow through.
+    /// Makes room for `total` registrations: one allocation of the table now
+    /// (a full re-read knows the count) instead of the ever larger ones, each
+    /// left behind in the heap, it would grow through.
     pub fn reserve_for(&mut self, total: usize) {
-        let more = total.saturating_sub(self.regs.len());
-        self.regs.reserve(more);
-        self.shared.reserve(more);
+        let mut regs = self.shared.regs();
+        let more = total.saturating_sub(regs.len());
+        regs.reserve(more);
     }
 
     /// Registers `obj` at `fd`, wanting nothing yet (`apply` sets the interest).
@@ -139,27 +163,29 @@ impl Registrations {
         derived: Option<WKind>,
         pass: u64,
     ) {
-        self.shared.hold(fd, obj.clone().unbind());
-        if derived.is_none() {
-            self.asked_each_pass.insert(fd);
-        }
         let reg = Reg {
+            obj: Some(obj.clone().unbind()),
             key: key.clone().unbind(),
-            derived,
-            linked,
+            asked: pass_mark(pass),
             want: 0,
             added: false,
             watch: Watch::Polled,
-            asked: Pass::of(pass),
+            kind: kind_code(linked, derived),
         };
-        if let Some(old) = self.regs.insert(fd, reg) {
-            self.forget_derived(fd, &old);
+        let old = self.shared.regs().insert(fd, reg);
+        if let Some(old) = &old {
+            self.forget_derived(fd, old.want);
         }
+        if derived.is_none() {
+            self.asked_each_pass.insert(fd);
+        }
+        drop(old); // after the lock: its channel's destructor may run Python
     }
 
     /// Sets the interest of the registration at `fd`, in the kernel too.
     pub fn apply(&mut self, py: Python<'_>, fd: RawFd, want: u8) -> PyResult<()> {
-        let Some(reg) = self.regs.get_mut(&fd) else {
+        let mut regs = self.shared.regs();
+        let Some(reg) = regs.get_mut(&fd) else {
             return Ok(());
         };
         self.wanting = self.wanting + usize::from(want != 0) - usize::from(reg.want != 0);
@@ -180,32 +206,37 @@ impl Registrations {
                 reg.watch = other;
                 self.special.insert(fd);
             }
-            Err(e) => return Err(os_error(py, e.raw_os_error().unwrap_or(libc::EIO))),
+            Err(e) => {
+                drop(regs);
+                return Err(os_error(py, e.raw_os_error().unwrap_or(libc::EIO)));
+            }
         }
         Ok(())
     }
 
     pub fn remove(&mut self, fd: RawFd) {
-        if let Some(reg) = self.take(fd) {
-            if reg.added {
-                self.shared.poller().unwatch(fd);
-            }
-            let obj = self.shared.release(fd);
-            if reg.linked {
-                detach(obj.as_ref(), &self.shared);
-            }
-            drop(obj);
+        let Some(reg) = self.take(fd) else {
+            return;
+        };
+        if reg.added {
+            self.shared.poller().unwatch(fd);
         }
+        if reg.kind & LINKED != 0 {
+            detach(reg.obj.as_ref(), &self.shared);
+        }
+        drop(reg);
     }
 
+    /// Takes the registration at `fd` out of the table (returned, to be
+    /// dropped by the caller outside the lock).
     fn take(&mut self, fd: RawFd) -> Option<Reg> {
-        let reg = self.regs.remove(&fd)?;
-        self.forget_derived(fd, &reg);
+        let reg = self.shared.regs().remove(&fd)?;
+        self.forget_derived(fd, reg.want);
         Some(reg)
     }
 
-    fn forget_derived(&mut self, fd: RawFd, reg: &Reg) {
-        if reg.want != 0 {
+    fn forget_derived(&mut self, fd: RawFd, want: u8) {
+        if want != 0 {
             self.wanting -= 1;
         }
         self.asked_each_pass.remove(&fd);
@@ -222,18 +253,20 @@ impl Registrations {
     }
 
     /// How to read the interest of the channel at `fd` again in pass `pass`.
-    /// (A derived channel's caller clears the channel's dirty mark.)
+    /// (For a derived channel, the caller clears the channel's dirty mark.)
     pub fn plan_refresh(&mut self, fd: RawFd, pass: u64) -> Refresh {
-        let Some(reg) = self.regs.get_mut(&fd) else {
+        let mut regs = self.shared.regs();
+        let Some(reg) = regs.get_mut(&fd) else {
             return Refresh::Ask;
         };
-        let pass = Pass::of(pass);
-        if reg.derived.is_none() && reg.asked == pass {
+        let pass = pass_mark(pass);
+        let derived = derived_kind(reg.kind);
+        if derived.is_none() && reg.asked == pass {
             return Refresh::Skip;
         }
         reg.asked = pass;
-        match (reg.derived, reg.linked) {
-            (Some(kind), true) => Refresh::Derive(kind),
+        match derived {
+            Some(kind) if reg.kind & LINKED != 0 => Refresh::Derive(kind),
             _ => Refresh::Ask,
         }
     }
@@ -241,32 +274,68 @@ impl Registrations {
     /// The channels asked every pass that were not asked in pass `pass`
     /// (marked asked now).
     pub fn due_each_pass(&mut self, py: Python<'_>, pass: u64) -> Vec<(RawFd, Py<PyAny>)> {
-        let pass = Pass::of(pass);
-        let due: Vec<RawFd> = self
-            .asked_each_pass
-            .iter()
-            .filter(|fd| self.regs.get(fd).is_some_and(|r| r.asked != pass))
-            .copied()
-            .collect();
-        let found = self.shared.objs_at(py, due.into_iter());
-        for (fd, _) in &found {
-            if let Some(r) = self.regs.get_mut(fd) {
-                r.asked = pass;
+        let pass = pass_mark(pass);
+        let mut regs = self.shared.regs();
+        let mut due = Vec::new();
+        for fd in &self.asked_each_pass {
+            let Some(reg) = regs.get_mut(fd) else {
+                continue;
+            };
+            if reg.asked == pass {
+                continue;
+            }
+            if let Some(obj) = &reg.obj {
+                reg.asked = pass;
+                due.push((*fd, obj.clone_ref(py)));
             }
         }
-        found
+        due
     }
 
     /// Waits for events with the GIL released; returns (fd, poll flags, the
-    /// interest it was registered with).
+    /// interest it was registered with). The table is locked only before and
+    /// after the wait, never during it (a channel in another thread may
+    /// leave meanwhile).
     pub fn wait(
         &mut self,
         py: Python<'_>,
         timeout: Option<Duration>,
     ) -> PyResult<Vec<(RawFd, u32, u8)>> {
+        let mut ready = self.always_ready();
+        let timeout = if ready.is_empty() {
+            timeout
+        } else {
+            Some(Duration::ZERO)
+        };
+        let first_polled = ready.len();
+        let events = &mut self.events;
+        self.shared
+            .poller()
+            .wait(py, events, timeout, |fd, flags| ready.push((fd, flags, 0)))?;
+        let regs = self.shared.regs();
+        let mut i = first_polled;
+        while i < ready.len() {
+            let (fd, flags, _) = ready[i];
+            if let Some(reg) = regs.get(&fd) {
+                ready[i] = (fd, poll_flags(flags, reg.want), reg.want);
+                i += 1;
+            } else {
+                ready.swap_remove(i);
+            }
+        }
+        Ok(ready)
+    }
+
+    /// The events of the fds outside the kernel's set: regular files are
+    /// always ready, invalid fds report POLLNVAL (as poll(2) does).
+    fn always_ready(&self) -> Vec<(RawFd, u32, u8)> {
         let mut ready = Vec::new();
+        if self.special.is_empty() {
+            return ready;
+        }
+        let regs = self.shared.regs();
         for fd in &self.special {
-            let Some(reg) = self.regs.get(fd) else {
+            let Some(reg) = regs.get(fd) else {
                 continue;
             };
             match reg.watch {
@@ -284,32 +353,23 @@ impl Registrations {
                 _ => {}
             }
         }
-        let timeout = if ready.is_empty() {
-            timeout
-        } else {
-            Some(Duration::ZERO)
-        };
-        let regs = &self.regs;
-        let events = &mut self.events;
-        self.shared
-            .poller()
-            .wait(py, events, timeout, |fd, flags| {
-                if let Some(reg) = regs.get(&fd) {
-                    ready.push((fd, poll_flags(flags, reg.want), reg.want));
-                }
-            })?;
-        Ok(ready)
+        ready
     }
 
-    /// After a pass: channels that left the poller (del_channel) are dropped
-    /// now, so nothing here keeps a closed channel alive. Returns their keys,
-    /// to be looked up again: if one is back in the map, it is registered again.
+    /// After a pass: channels that left the poller (del_channel) were let go
+    /// of then, so nothing here keeps a closed channel alive; their
+    /// registrations go now. Returns their keys, to be looked up again: if one
+    /// is back in the map, it is registered again.
     pub fn settle(&mut self, py: Python<'_>) -> Vec<Py<PyAny>> {
         let mut keys = Vec::new();
         for fd in self.shared.take_gone() {
-            // The channel unlinked itself (del_channel) and is released already.
+            let gone = self.shared.regs().get(&fd).is_some_and(|r| r.obj.is_none());
+            if !gone {
+                continue; // registered again since, under the same fd
+            }
             if let Some(reg) = self.take(fd) {
                 keys.push(reg.key.clone_ref(py));
+                drop(reg);
             }
         }
         keys
@@ -321,9 +381,6 @@ impl Registrations {
     /// collector: each map key and each polled channel (held in the shared
     /// part, which only this owner reports).
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for reg in self.regs.values() {
-            visit.call(&reg.key)?;
-        }
         self.shared.traverse(visit)
     }
 }
@@ -333,19 +390,18 @@ impl Drop for Registrations {
     /// shuts down (no Python to reach them through): their links then keep
     /// only this state's shared part alive, which nothing polls.
     fn drop(&mut self) {
-        let linked: Vec<RawFd> = self
-            .regs
-            .iter()
-            .filter(|(_, r)| r.linked)
-            .map(|(fd, _)| *fd)
-            .collect();
-        if linked.is_empty() {
-            return;
-        }
         let _ = Python::try_attach(|py| {
-            for (_, obj) in self.shared.objs_at(py, linked.into_iter()) {
-                detach(Some(&obj), &self.shared);
+            let linked: Vec<Py<PyAny>> = self
+                .shared
+                .regs()
+                .values()
+                .filter(|r| r.kind & LINKED != 0)
+                .filter_map(|r| r.obj.as_ref().map(|o| o.clone_ref(py)))
+                .collect();
+            for obj in &linked {
+                detach(Some(obj), &self.shared);
             }
+            drop(linked);
         });
     }
 }
