@@ -6,7 +6,7 @@
 //! and its registrations across passes and changes them only where something
 //! changed: map entries written (logged by `SocketMap`, or found by comparing
 //! a plain dict with the last pass), channels whose interest may have changed
-//! (they tell us through `ChannelNotify`), and channels whose `readable()` /
+//! (they tell us through their `ChannelLink`), and channels whose `readable()` /
 //! `writable()` are Python overrides (called every pass, as CPython does).
 //!
 //! Uses: channel, fd_map, interest, names, registrations, socket_map.
@@ -167,7 +167,7 @@ impl LoopState {
 
     /// Compares the dict's (key, value) pointers with the last pass's. A
     /// pointer cannot be reused behind our back: registrations (keys, and the
-    /// channels in `LoopShared::objs`) and `unkeyed` hold references, and a
+    /// channels in `LoopShared::regs`) and `unkeyed` hold references, and a
     /// channel released by del_channel() is re-examined (`recheck`), which
     /// rebuilds the snapshot.
     fn dict_unchanged(&self, map: &Bound<'_, PyAny>) -> bool {
