@@ -4,8 +4,9 @@ The subset exercises every part of the extension that handles memory by hand or 
 references for the garbage collector: the collector's traverse and clear of every class
 (test_reliability_gc.py, its soak run shortened), handler errors and the exception state
 (test_reliability_handler_errors.py), map changes during a pass and fd reuse
-(test_reliability_map_mutation.py), and the dispatcher/loop basics with direct syscalls
-(test_asyncore_own.py).
+(test_reliability_map_mutation.py), the dispatcher/loop basics with direct syscalls
+(test_asyncore_own.py), and the instance dict a channel drops and the weak link from a
+fifo to its channel (test_memory_layout.py).
 
 The interpreter runs with PYTHONMALLOC=malloc (memcheck then sees every allocation) and compiles
 every module from source (an empty PYTHONPYCACHEPREFIX): CPython 3.11 reads .pyc headers with
@@ -40,6 +41,7 @@ SUBSET = [
     "tests/test_reliability_handler_errors.py",
     "tests/test_reliability_map_mutation.py",
     "tests/test_asyncore_own.py",
+    "tests/test_memory_layout.py",
 ]
 ALWAYS_FATAL = (
     "Invalid read",
