@@ -57,10 +57,10 @@ fn derived_kind(code: u8) -> Option<WKind> {
 }
 
 /// A pass number as a registration keeps it: the low 32 bits. Only compared
-/// for equality with the current pass, and a channel that is compared (one
-/// asked every pass) was asked in the previous pass at the latest, so the
-/// wrap-around never makes two different passes equal where it matters.
-/// (A registration is then 24 bytes, not 32.)
+/// for equality with the current pass, and only for a channel asked every
+/// pass, which was asked in the previous pass at the latest (unless every
+/// pass since failed before asking it): two passes equal modulo 2^32 would
+/// take 2^32 failed passes in a row. (A registration is then 24 bytes, not 32.)
 fn pass_mark(pass: u64) -> u32 {
     pass as u32
 }
