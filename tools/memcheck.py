@@ -130,7 +130,7 @@ def main(argv):
         r"ERROR SUMMARY: (\d+) errors from (\d+) contexts \(suppressed: (\d+)", text
     )
     for r in fatal:
-        print("\n".join(["memcheck: error in or through the extension:"] + r[:40]) + "\n")
+        print("\n".join(["memcheck: error in or through the extension:", *r]) + "\n")
     others = len(found) - len(fatal)
     print(
         "memcheck: %.0f s, tests exit status %d; %d error contexts, %d in or through the "
