@@ -2,9 +2,11 @@
 //!
 //! pyo3's `call_method1` looks the method up with getattr, which allocates a
 //! bound method, and packs the arguments in a tuple. CPython's
-//! `PyObject_CallMethodObjArgs` (limited API) finds the function without
-//! binding it and vectorcalls it with the arguments on the stack. The lookup
-//! is the same attribute lookup, so overrides and instance attributes apply.
+//! `PyObject_VectorcallMethod` finds the function without binding it and
+//! vectorcalls it with the arguments on the stack (about 60 instructions
+//! fewer per call than `PyObject_CallMethodObjArgs`, which gathers a va_list
+//! first: benches/instructions.py --scenario lines). The lookup is the same
+//! attribute lookup, so overrides and instance attributes apply.
 //!
 //! Uses nothing from the crate.
 
@@ -30,12 +32,44 @@ pub fn class_attr_ptr(ty: &Bound<'_, PyType>, name: &Bound<'_, PyString>) -> *mu
     unsafe { _PyType_Lookup(ty.as_ptr().cast(), name.as_ptr()) }
 }
 
+/// `obj.name(*args)`: PyObject_VectorcallMethod with `obj` as `args[0]`
+/// (what CPython's LOAD_METHOD + CALL do: the function is found along the
+/// MRO, the instance dict is looked at first, and a plain function is called
+/// unbound with `obj` as its first argument, no bound method made). Without
+/// it (the abi3 build for 3.11), PyObject_CallMethodObjArgs does the same
+/// lookup through a va_list.
+#[cfg(not(feature = "abi3"))]
+fn vectorcall_method<'py, const N: usize>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+    args: [*mut ffi::PyObject; N],
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: the GIL is held (the arguments are Bound); every pointer is a
+    // live object the caller keeps for the call (the callee takes its own
+    // references). The array is ours: PY_VECTORCALL_ARGUMENTS_OFFSET lets
+    // CPython overwrite args[0] (self) during the call when the method is
+    // bound, which the caller no longer reads. The result is a new reference
+    // or NULL with an exception set, which from_owned_ptr_or_err takes over.
+    unsafe {
+        let r = ffi::PyObject_VectorcallMethod(
+            name.as_ptr(),
+            args.as_ptr(),
+            N | ffi::PY_VECTORCALL_ARGUMENTS_OFFSET,
+            std::ptr::null_mut(),
+        );
+        Bound::from_owned_ptr_or_err(obj.py(), r)
+    }
+}
+
 /// `obj.name()`.
 pub fn call_method0<'py>(
     obj: &Bound<'py, PyAny>,
     name: &Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    #[cfg(not(feature = "abi3"))]
+    return vectorcall_method(obj, name, [obj.as_ptr()]);
     // SAFETY: as in call_method1.
+    #[cfg(feature = "abi3")]
     unsafe {
         let r = ffi::PyObject_CallMethodObjArgs(
             obj.as_ptr(),
@@ -52,11 +86,14 @@ pub fn call_method1<'py>(
     name: &Bound<'py, PyString>,
     arg: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    #[cfg(not(feature = "abi3"))]
+    return vectorcall_method(obj, name, [obj.as_ptr(), arg.as_ptr()]);
     // SAFETY: the GIL is held (the arguments are Bound); every pointer is a
     // live object the caller keeps for the call (the callee takes its own
     // references); the variadic argument list ends with NULL as
     // PyObject_CallMethodObjArgs requires; its result is a new reference or
     // NULL with an exception set, which from_owned_ptr_or_err takes over.
+    #[cfg(feature = "abi3")]
     unsafe {
         let r = ffi::PyObject_CallMethodObjArgs(
             obj.as_ptr(),
@@ -75,7 +112,10 @@ pub fn call_method2<'py>(
     a: &Bound<'py, PyAny>,
     b: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    #[cfg(not(feature = "abi3"))]
+    return vectorcall_method(obj, name, [obj.as_ptr(), a.as_ptr(), b.as_ptr()]);
     // SAFETY: as in call_method1.
+    #[cfg(feature = "abi3")]
     unsafe {
         let r = ffi::PyObject_CallMethodObjArgs(
             obj.as_ptr(),
