@@ -17,6 +17,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
 use crate::channel::{
     as_size, connected, field, has_builtin, int_setting, producer_fifo_of, read_setting,
     set_producer_fifo, socket_of, store_producer_fifo, Dispatcher, F_CONNECTED, F_FIFO, F_INBUF,
+    F_SOCKET,
 };
 use crate::dispatcher::{dispatcher_init, dispatcher_send};
 use crate::errors::{call_in_except, errno_of, is_disconnect};
@@ -338,8 +339,13 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
     let (sabs, plain) = read_setting(slf, names::ac_out_buffer_size(py))?;
     let ours = has_builtin(slf, names::initiate_send(py), names::_ac_initiate_send(py));
     if let (true, true, Some(size)) = (ours, plain, as_size(&sabs)) {
-        if pushed_in_one_step(slf, data, size)? {
-            return Ok(());
+        if let Some(bytes) = one_step_candidate(slf, data, size) {
+            // Checked last: an instance-dict lookup.
+            if has_builtin(slf, names::send(py), names::send(py))
+                && output_batch::push_virtual(slf, bytes)
+            {
+                return Ok(());
+            }
         }
     }
     let fifo = producer_fifo_of(slf)?;
@@ -366,34 +372,26 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
     Ok(())
 }
 
-/// The common push into an empty fifo, in one step: CPython appends `data`,
-/// and its `initiate_send` (ours, checked by the caller) sends all of it
-/// (here virtually, in a batch window) and deletes it again. True when that
-/// is what happened; false when nothing observable was done and the caller
-/// must run CPython's steps. `size` is `ac_out_buffer_size`, read without
-/// running Python code, so it is also what initiate_send would read as `obs`.
-fn pushed_in_one_step(
-    slf: &Bound<'_, Dispatcher>,
-    data: &Bound<'_, PyAny>,
+/// The common push into an empty fifo may be done in one step: CPython
+/// appends `data`, and its `initiate_send` (ours, with our `send`: the caller
+/// checks) sends all of it (here virtually, in a batch window) and deletes it
+/// again. This is the part of the conditions that reads no attribute: a
+/// batch window is open, `data` is non-empty exact bytes no longer than
+/// `size` (`ac_out_buffer_size`, read without running Python code, so
+/// CPython's initiate_send takes all of it as `first[:obs]`), and the fields
+/// `output_batch::push_virtual` reads are authoritative.
+fn one_step_candidate<'a, 'py>(
+    slf: &Bound<'py, Dispatcher>,
+    data: &'a Bound<'py, PyAny>,
     size: usize,
-) -> PyResult<bool> {
-    let py = slf.py();
-    if !output_batch::window_open(slf) {
-        return Ok(false);
-    }
-    let n = match data.cast_exact::<PyBytes>() {
-        Ok(bytes) => bytes.as_bytes().len(),
-        Err(_) => return Ok(false),
-    };
-    if n == 0 || n > size || !Dispatcher::is_direct(slf, F_CONNECTED | F_FIFO) {
-        return Ok(false);
-    }
-    let fifo = producer_fifo_of(slf)?;
-    if !fifo.cast::<Fifo>().is_ok_and(|f| f.get().is_empty()) || !connected(slf)? {
-        return Ok(false);
-    }
-    Ok(has_builtin(slf, names::send(py), names::send(py))
-        && output_batch::virtual_send(slf, &fifo, data) == Some(n))
+) -> Option<&'a Bound<'py, PyBytes>> {
+    let bytes = data.cast_exact::<PyBytes>().ok()?;
+    let n = bytes.as_bytes().len();
+    let ok = n > 0
+        && n <= size
+        && output_batch::window_open(slf)
+        && Dispatcher::is_direct(slf, F_CONNECTED | F_FIFO | F_SOCKET);
+    ok.then_some(bytes)
 }
 
 /// `async_chat.initiate_send()`: one send attempt per call, as CPython's,
