@@ -97,9 +97,40 @@ MUTATIONS = {
         "        self.items.len() < MAX_IOV && self.bytes + n <= MAX_BYTES",
         "        let _ = n;\n        true",
     ),
+    # The one-step push (tests/test_lines_fastpath.py).
+    "one-step push: fifo empty": (
+        "src/output_batch.rs",
+        "if fifo_empty != Some(true) || !st.connected {",
+        "if fifo_empty.is_none() || !st.connected {",
+    ),
+    "one-step push: connected": (
+        "src/output_batch.rs",
+        "if fifo_empty != Some(true) || !st.connected {",
+        "if fifo_empty != Some(true) {",
+    ),
+    "one-step push: our send": (
+        "src/async_chat.rs",
+        "if has_builtin(slf, names::send(py), names::send(py))\n"
+        "                && output_batch::push_virtual",
+        "if output_batch::push_virtual",
+    ),
+    "one-step push: our initiate_send": (
+        "src/async_chat.rs",
+        "if let (true, true, Some(size)) = (ours, plain, as_size(&sabs)) {",
+        "if let (_, true, Some(size)) = (ours, plain, as_size(&sabs)) {",
+    ),
+    "one-step push: ac_out_buffer_size": (
+        "src/async_chat.rs",
+        "        && n <= size\n",
+        "",
+    ),
 }
 
-TESTS = ["tests/test_asynchat_batching.py", "tests/test_asynchat_output_differential.py"]
+TESTS = [
+    "tests/test_asynchat_batching.py",
+    "tests/test_asynchat_output_differential.py",
+    "tests/test_lines_fastpath.py",
+]
 
 
 def main(names):
