@@ -43,6 +43,9 @@ def serve(cls, chan_map, payload, expect):
     `expect` bytes did, or after a bounded wait."""
     ours, peer = socket.socketpair()
     chat = cls(ours, map=chan_map)
+    # Only the channel may hold its socket, or nothing is batched
+    # (output_batch.rs: socket_is_exclusive).
+    del ours
     peer.sendall(payload)
     peer.setblocking(False)
     got = bytearray()
