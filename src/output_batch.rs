@@ -136,6 +136,17 @@ pub fn window_open(slf: &Bound<'_, Dispatcher>) -> bool {
     }
 }
 
+/// `window_open`, false while the channel's batch mode is not read yet (so
+/// that a caller ahead of CPython's own reads does not read it first).
+pub fn window_known_open(slf: &Bound<'_, Dispatcher>) -> bool {
+    let me = slf.get();
+    match me.batch_mode.load(Ordering::Relaxed) {
+        m if m == BatchMode::Pipelined as u8 => me.pipelined.load(Ordering::Relaxed),
+        m if m == BatchMode::Always as u8 => DISPATCH.with(|d| d.borrow().depth > 0),
+        _ => false,
+    }
+}
+
 /// Runs `found_terminator` (`call`) as a batch window if the channel's mode
 /// is `"pipelined"` and `more_input` (received input is buffered behind this
 /// message). The caller flushes when its scan ends.

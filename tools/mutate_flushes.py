@@ -110,9 +110,33 @@ MUTATIONS = {
     ),
     "one-step push: our send": (
         "src/async_chat.rs",
-        "if has_builtin(slf, names::send(py), names::send(py))\n"
-        "                && output_batch::push_virtual",
-        "if output_batch::push_virtual",
+        "&& has_builtin(slf, names::send(py), names::send(py))\n",
+        "",
+    ),
+    "one-step push: class send ours": (
+        "src/async_chat.rs",
+        "|| crate::calls::class_attr_ptr(&ty, send) != ours.1.as_ptr()\n",
+        "",
+    ),
+    "one-step push: class initiate_send ours": (
+        "src/async_chat.rs",
+        "if crate::calls::class_attr_ptr(&ty, initiate_send) != ours.0.as_ptr()\n        ||",
+        "if",
+    ),
+    "one-step push: instance dict lacks the names": (
+        "src/async_chat.rs",
+        "crate::calls::instance_dict_lacks(slf, &[initiate_send, send, size]).then_some(n)",
+        "Some(n)",
+    ),
+    "one-step push: scan takes only exact str keys of other hashes": (
+        "src/calls.rs",
+        "            if h == -1 || hashes.contains(&h) {",
+        "            if h == -1 {",
+    ),
+    "one-step push: class ac_out_buffer_size": (
+        "src/async_chat.rs",
+        ".is_some_and(|size| bytes.as_bytes().len() <= size)",
+        ".is_some()",
     ),
     "one-step push: our initiate_send": (
         "src/async_chat.rs",
@@ -121,8 +145,8 @@ MUTATIONS = {
     ),
     "one-step push: ac_out_buffer_size": (
         "src/async_chat.rs",
-        "        && n <= size\n",
-        "",
+        "            if bytes.as_bytes().len() <= size\n                && has_builtin",
+        "            if has_builtin",
     ),
 }
 
