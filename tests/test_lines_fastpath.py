@@ -39,15 +39,18 @@ class Lines(asynchat.async_chat):
 
 
 def serve(cls, chan_map, payload, expect):
-    """`cls` on one end of a socketpair; sends `payload` in one piece (so that
-    every message but the last is pipelined) and returns what comes back once
-    `expect` bytes did, or after a bounded wait."""
+    """`cls` on one end of a socketpair; sends a first line, answered as
+    usual, then `payload`, all in one piece (so that every message but the
+    last is pipelined). Returns what comes back after the first answer, once
+    `expect` bytes did, or after a bounded wait. The first answer reads the
+    channel's batch mode (its first send does): the one-step push is taken
+    only once it is known."""
     ours, peer = socket.socketpair()
     chat = cls(ours, map=chan_map)
     # Only the channel may hold its socket, or nothing is batched
     # (output_batch.rs: socket_is_exclusive).
     del ours
-    peer.sendall(payload)
+    peer.sendall(b"zero\n" + payload)
     peer.setblocking(False)
     got = bytearray()
 
@@ -56,11 +59,12 @@ def serve(cls, chan_map, payload, expect):
             got.extend(peer.recv(65536))
         except BlockingIOError:
             pass
-        return len(got) >= expect
+        return len(got) >= 5 + expect
 
     pump(chan_map, done, passes=100, timeout=0.01)
     peer.close()
-    return chat, bytes(got)
+    assert got[:5] == b"zero\n"
+    return chat, bytes(got[5:])
 
 
 def test_the_one_step_push_is_taken_for_pipelined_lines(chan_map):
@@ -73,7 +77,7 @@ def test_the_one_step_push_is_taken_for_pipelined_lines(chan_map):
     payload = b"".join(b"line %d\n" % i for i in range(20))
     chat, got = serve(Probe, chan_map, payload, len(payload))
     assert got == payload
-    assert chat.seen == [0] * 20
+    assert chat.seen == [0] * 21
 
 
 def test_a_push_behind_items_already_in_the_fifo_keeps_their_order(chan_map):
@@ -165,10 +169,15 @@ def test_an_ac_out_buffer_size_set_on_the_instance_cuts_the_push(chan_map):
 def test_a_class_initiate_send_is_called(chan_map):
     calls = []
 
+    def initiate_send(self):
+        calls.append(list(self.producer_fifo))
+        asynchat.async_chat.initiate_send(self)
+
     class Probe(Lines):
-        def initiate_send(self):
-            calls.append(list(self.producer_fifo))
-            asynchat.async_chat.initiate_send(self)
+        def on_line(self, line):
+            if line == b"one":
+                Probe.initiate_send = initiate_send
+            self.push(line + b"\n")
 
     chat, got = serve(Probe, chan_map, b"one\ntwo\nthree\n", 14)
     assert calls[:3] == [[b"one\n"], [b"two\n"], [b"three\n"]]
@@ -178,10 +187,15 @@ def test_a_class_initiate_send_is_called(chan_map):
 def test_a_class_send_is_called(chan_map):
     calls = []
 
+    def send(self, data):
+        calls.append(bytes(data))
+        return asynchat.async_chat.send(self, data)
+
     class Probe(Lines):
-        def send(self, data):
-            calls.append(bytes(data))
-            return asynchat.async_chat.send(self, data)
+        def on_line(self, line):
+            if line == b"one":
+                Probe.send = send
+            self.push(line + b"\n")
 
     chat, got = serve(Probe, chan_map, b"one\ntwo\nthree\n", 14)
     assert calls == [b"one\n", b"two\n", b"three\n"]
@@ -190,14 +204,14 @@ def test_a_class_send_is_called(chan_map):
 
 def test_a_class_ac_out_buffer_size_cuts_the_push(chan_map):
     class Probe(Lines):
-        ac_out_buffer_size = 4
-
         def on_line(self, line):
+            if line == b"one":
+                Probe.ac_out_buffer_size = 4
             self.push(line + b"\n")
             self.seen.append(list(self.producer_fifo))
 
     chat, got = serve(Probe, chan_map, b"one\nthree\nfive\n", 15)
-    assert chat.seen[:2] == [[], [b"e\n"]]
+    assert chat.seen[:3] == [[], [], [b"e\n"]]
     assert got == b"one\nthree\nfive\n"
 
 
