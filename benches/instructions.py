@@ -9,6 +9,11 @@ so start-up and import costs cancel out. Kernel time is not counted; the bench s
 
     python benches/instructions.py --impl asyncore_rs --scenario echo
     python benches/instructions.py --impl stdlib --scenario lines --requests 100,400
+    python benches/instructions.py --scenario lines --breakdown 30
+
+``--breakdown N`` also prints the N functions with the largest inclusive cost per
+unit (callgrind_annotate of both runs, subtracted), which is where a change to
+the hot path shows: e.g. ``async_chat::collect`` or ``__pymethod__ac_push__``.
 
 Needs valgrind. Under callgrind the server runs ~50x slower, so a pass sees more
 events than at full speed; compare implementations and revisions with each other,
@@ -17,6 +22,7 @@ not with the bench suite's figures.
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -81,6 +87,34 @@ def count(args, requests: int, workdir: Path) -> int:
     return _callgrind.total(out)
 
 
+def inclusive_costs(out: Path) -> dict[str, int]:
+    """Inclusive instructions per function in one callgrind output file."""
+    text = subprocess.run(
+        ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    costs: dict[str, int] = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(.*?)(?: \[.*\])?$", line)
+        if m:
+            # file:function; the file part of CPython's build paths is noise.
+            name = re.sub(r"^/tmp/python-build[^:]*/", "", m.group(2))
+            costs[name] = costs.get(name, 0) + int(m.group(1).replace(",", ""))
+    return costs
+
+
+def print_breakdown(workdir: Path, n1: int, n2: int, units: float, top: int) -> None:
+    """The `top` functions by inclusive instructions per unit (N2 run minus N1 run)."""
+    a = inclusive_costs(workdir / f"callgrind.{n1}")
+    b = inclusive_costs(workdir / f"callgrind.{n2}")
+    rows = sorted(((b.get(k, 0) - a.get(k, 0)) / units, k) for k in set(a) | set(b))
+    print(f"inclusive instructions per unit, top {top}:")
+    for per, name in reversed(rows[-top:]):
+        print(f"{per:9.0f}  {name}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--impl", choices=("asyncore_rs", "stdlib"), default="asyncore_rs")
@@ -95,6 +129,14 @@ def main(argv=None) -> int:
         metavar="DIR",
         default=None,
         help="keep the callgrind output files there (callgrind_annotate --inclusive=yes FILE)",
+    )
+    parser.add_argument(
+        "--breakdown",
+        metavar="N",
+        type=int,
+        default=0,
+        help="also print the N functions with the largest inclusive cost per unit "
+        "(needs callgrind_annotate)",
     )
     args = parser.parse_args(argv)
     if not _callgrind.have_valgrind():
@@ -111,6 +153,9 @@ def main(argv=None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         a = count(args, n1, workdir)
         b = count(args, n2, workdir)
+        units = (n2 - n1) * (scn.lines or 1)
+        if args.breakdown:
+            print_breakdown(workdir, n1, n2, units, args.breakdown)
     per = _callgrind.per_unit(a, b, n1, n2)
     unit = scn.unit
     if scn.lines:

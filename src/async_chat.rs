@@ -12,11 +12,13 @@ use std::borrow::Cow;
 
 use pyo3::exceptions::{PyBlockingIOError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
 
 use crate::channel::{
     as_size, connected, field, has_builtin, int_setting, producer_fifo_of, read_setting,
     set_producer_fifo, socket_of, store_producer_fifo, Dispatcher, F_CONNECTED, F_FIFO, F_INBUF,
+    F_SOCKET,
 };
 use crate::dispatcher::{dispatcher_init, dispatcher_send};
 use crate::errors::{call_in_except, errno_of, is_disconnect};
@@ -334,12 +336,28 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
             data.get_type().unbind(),
         )));
     }
+    if let Some(bytes) = one_step_candidate(slf, data) {
+        // What CPython's push and initiate_send would read, read without
+        // running Python code: if it is all the class's, the one step is
+        // exact (else the steps below read it again, as CPython does).
+        if one_step_settings(slf).is_some_and(|size| bytes.as_bytes().len() <= size)
+            && output_batch::push_virtual(slf, bytes)
+        {
+            return Ok(());
+        }
+    }
     // CPython reads ac_out_buffer_size once, and initiate_send at the call.
     let (sabs, plain) = read_setting(slf, names::ac_out_buffer_size(py))?;
     let ours = has_builtin(slf, names::initiate_send(py), names::_ac_initiate_send(py));
     if let (true, true, Some(size)) = (ours, plain, as_size(&sabs)) {
-        if pushed_in_one_step(slf, data, size)? {
-            return Ok(());
+        if let Some(bytes) = one_step_candidate(slf, data) {
+            // Checked last: an instance-dict lookup.
+            if bytes.as_bytes().len() <= size
+                && has_builtin(slf, names::send(py), names::send(py))
+                && output_batch::push_virtual(slf, bytes)
+            {
+                return Ok(());
+            }
         }
     }
     let fifo = producer_fifo_of(slf)?;
@@ -366,34 +384,72 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
     Ok(())
 }
 
-/// The common push into an empty fifo, in one step: CPython appends `data`,
-/// and its `initiate_send` (ours, checked by the caller) sends all of it
-/// (here virtually, in a batch window) and deletes it again. True when that
-/// is what happened; false when nothing observable was done and the caller
-/// must run CPython's steps. `size` is `ac_out_buffer_size`, read without
-/// running Python code, so it is also what initiate_send would read as `obs`.
-fn pushed_in_one_step(
-    slf: &Bound<'_, Dispatcher>,
-    data: &Bound<'_, PyAny>,
-    size: usize,
-) -> PyResult<bool> {
+/// The common push into an empty fifo may be done in one step: CPython
+/// appends `data`, and its `initiate_send` (ours, with our `send`) sends all
+/// of it (here virtually, in a batch window) and deletes it again. This is
+/// the part of the conditions that reads no attribute: `data` is non-empty
+/// exact bytes, a batch window is open (the channel's batch mode already
+/// read: its first read stays where it was, after CPython's reads), and the
+/// fields `output_batch::push_virtual` reads are authoritative. The caller
+/// checks that `initiate_send` and `send` are ours and that
+/// `ac_out_buffer_size` (CPython's `obs` too) does not cut `data`.
+fn one_step_candidate<'a, 'py>(
+    slf: &Bound<'py, Dispatcher>,
+    data: &'a Bound<'py, PyAny>,
+) -> Option<&'a Bound<'py, PyBytes>> {
+    let bytes = data.cast_exact::<PyBytes>().ok()?;
+    let ok = !bytes.as_bytes().is_empty()
+        && output_batch::window_known_open(slf)
+        && Dispatcher::is_direct(slf, F_CONNECTED | F_FIFO | F_SOCKET);
+    ok.then_some(bytes)
+}
+
+/// `ac_out_buffer_size` as a size, when `initiate_send`, `send` and it are
+/// all the class's, ours for the two methods (no instance attribute, no
+/// `__getattribute__`): the three reads of CPython's push + initiate_send,
+/// made without running Python code and with one pass over a small
+/// instance dict instead of three lookups (`calls::instance_dict_lacks`).
+/// None: the caller reads them as CPython does.
+fn one_step_settings(slf: &Bound<'_, Dispatcher>) -> Option<usize> {
     let py = slf.py();
-    if !output_batch::window_open(slf) {
-        return Ok(false);
+    let ty = slf.get_type();
+    let (initiate_send, send, size) = (
+        names::initiate_send(py),
+        names::send(py),
+        names::ac_out_buffer_size(py),
+    );
+    let ours = our_methods(py)?;
+    let class_size = crate::calls::class_attr_ptr(&ty, size);
+    if crate::calls::class_attr_ptr(&ty, initiate_send) != ours.0.as_ptr()
+        || crate::calls::class_attr_ptr(&ty, send) != ours.1.as_ptr()
+        || class_size.is_null()
+        || !crate::calls::generic_getattr(&ty)
+    {
+        return None;
     }
-    let n = match data.cast_exact::<PyBytes>() {
-        Ok(bytes) => bytes.as_bytes().len(),
-        Err(_) => return Ok(false),
-    };
-    if n == 0 || n > size || !Dispatcher::is_direct(slf, F_CONNECTED | F_FIFO) {
-        return Ok(false);
-    }
-    let fifo = producer_fifo_of(slf)?;
-    if !fifo.cast::<Fifo>().is_ok_and(|f| f.get().is_empty()) || !connected(slf)? {
-        return Ok(false);
-    }
-    Ok(has_builtin(slf, names::send(py), names::send(py))
-        && output_batch::virtual_send(slf, &fifo, data) == Some(n))
+    // SAFETY: _PyType_Lookup's result, non-NULL, is a live object a class
+    // dict holds; no code ran since, and we take our own reference at once.
+    let class_size = unsafe { Bound::from_borrowed_ptr(py, class_size) };
+    let n = as_size(&class_size)?;
+    crate::calls::instance_dict_lacks(slf, &[initiate_send, send, size]).then_some(n)
+}
+
+/// `dispatcher._ac_initiate_send` and `dispatcher.send`, held for the
+/// identity tests of `one_step_settings` (a held reference: its address
+/// cannot be reused by another object).
+fn our_methods(py: Python<'_>) -> Option<&(Py<PyAny>, Py<PyAny>)> {
+    static OURS: PyOnceLock<Option<(Py<PyAny>, Py<PyAny>)>> = PyOnceLock::new();
+    OURS.get_or_init(py, || {
+        let ty = py.get_type::<Dispatcher>();
+        let get = |name: &Bound<'_, PyString>| {
+            let ptr = crate::calls::class_attr_ptr(&ty, name);
+            // SAFETY: NULL or a live object of dispatcher's class dict; we
+            // take our own reference at once.
+            unsafe { Bound::from_borrowed_ptr_or_opt(py, ptr) }.map(Bound::unbind)
+        };
+        Some((get(names::_ac_initiate_send(py))?, get(names::send(py))?))
+    })
+    .as_ref()
 }
 
 /// `async_chat.initiate_send()`: one send attempt per call, as CPython's,

@@ -136,6 +136,17 @@ pub fn window_open(slf: &Bound<'_, Dispatcher>) -> bool {
     }
 }
 
+/// `window_open`, false while the channel's batch mode is not read yet (so
+/// that a caller ahead of CPython's own reads does not read it first).
+pub fn window_known_open(slf: &Bound<'_, Dispatcher>) -> bool {
+    let me = slf.get();
+    match me.batch_mode.load(Ordering::Relaxed) {
+        m if m == BatchMode::Pipelined as u8 => me.pipelined.load(Ordering::Relaxed),
+        m if m == BatchMode::Always as u8 => DISPATCH.with(|d| d.borrow().depth > 0),
+        _ => false,
+    }
+}
+
 /// Runs `found_terminator` (`call`) as a batch window if the channel's mode
 /// is `"pipelined"` and `more_input` (received input is buffered behind this
 /// message). The caller flushes when its scan ends.
@@ -259,11 +270,65 @@ pub fn virtual_send(
             _ => return None,
         }
     }
-    if !me.queued.swap(true, Ordering::Relaxed) && batch_mode(slf) == BatchMode::Always {
+    note_queued(slf);
+    Some(n)
+}
+
+/// `push(data)` in one step (async_chat.rs `push`): CPython appends `data`
+/// to an empty fifo and its `initiate_send` sends all of it at once; here the
+/// send is virtual and the fifo is never touched. True when done; false when
+/// nothing was done and the caller must take CPython's steps.
+///
+/// The caller has checked what needs Python: our `initiate_send` and `send`,
+/// `data` non-empty exact bytes that `ac_out_buffer_size` does not cut, a
+/// window open, and the `connected`, `producer_fifo` and `socket` fields
+/// authoritative. This checks the rest as `virtual_send` and CPython's
+/// `initiate_send` would (our fifo, empty; connected; the socket exclusive;
+/// room in the queue), under one lock with the append.
+pub fn push_virtual(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyBytes>) -> bool {
+    let py = slf.py();
+    let me = slf.get();
+    let n = data.as_bytes().len();
+    let mut checked = false;
+    loop {
+        let exclusive = {
+            let mut st = me.fields();
+            let fifo_empty = st
+                .producer_fifo
+                .as_ref()
+                .and_then(|f| f.bind(py).cast::<Fifo>().ok().map(|f| f.get().is_empty()));
+            if fifo_empty != Some(true) || !st.connected {
+                return false;
+            }
+            let exclusive = match &st.socket {
+                Some(sock) => socket_is_exclusive(me, sock),
+                None => Exclusive::No,
+            };
+            if let Exclusive::Yes = exclusive {
+                if !st.out_queue.has_room(n) {
+                    return false;
+                }
+                st.out_queue.push(data.clone().unbind(), n);
+                break;
+            }
+            exclusive
+        };
+        match exclusive {
+            Exclusive::Unchecked if !checked && check_socket_open(slf) => checked = true,
+            _ => return false,
+        }
+    }
+    note_queued(slf);
+    true
+}
+
+/// Data was queued: remember it, and for `ac_batch_output = True` have the
+/// dispatch that opened the window send it.
+fn note_queued(slf: &Bound<'_, Dispatcher>) {
+    if !slf.get().queued.swap(true, Ordering::Relaxed) && batch_mode(slf) == BatchMode::Always {
         let ch = slf.clone().unbind();
         DISPATCH.with(|d| d.borrow_mut().pending.push(ch));
     }
-    Some(n)
 }
 
 /// The real send of `initiate_send` when data is queued: the queue and `data`

@@ -97,9 +97,64 @@ MUTATIONS = {
         "        self.items.len() < MAX_IOV && self.bytes + n <= MAX_BYTES",
         "        let _ = n;\n        true",
     ),
+    # The one-step push (tests/test_lines_fastpath.py).
+    "one-step push: fifo empty": (
+        "src/output_batch.rs",
+        "if fifo_empty != Some(true) || !st.connected {",
+        "if fifo_empty.is_none() || !st.connected {",
+    ),
+    "one-step push: connected": (
+        "src/output_batch.rs",
+        "if fifo_empty != Some(true) || !st.connected {",
+        "if fifo_empty != Some(true) {",
+    ),
+    "one-step push: our send": (
+        "src/async_chat.rs",
+        "&& has_builtin(slf, names::send(py), names::send(py))\n",
+        "",
+    ),
+    "one-step push: class send ours": (
+        "src/async_chat.rs",
+        "|| crate::calls::class_attr_ptr(&ty, send) != ours.1.as_ptr()\n",
+        "",
+    ),
+    "one-step push: class initiate_send ours": (
+        "src/async_chat.rs",
+        "if crate::calls::class_attr_ptr(&ty, initiate_send) != ours.0.as_ptr()\n        ||",
+        "if",
+    ),
+    "one-step push: instance dict lacks the names": (
+        "src/async_chat.rs",
+        "crate::calls::instance_dict_lacks(slf, &[initiate_send, send, size]).then_some(n)",
+        "Some(n)",
+    ),
+    "one-step push: scan takes only exact str keys of other hashes": (
+        "src/calls.rs",
+        "            if h == -1 || hashes.contains(&h) {",
+        "            if h == -1 {",
+    ),
+    "one-step push: class ac_out_buffer_size": (
+        "src/async_chat.rs",
+        ".is_some_and(|size| bytes.as_bytes().len() <= size)",
+        ".is_some()",
+    ),
+    "one-step push: our initiate_send": (
+        "src/async_chat.rs",
+        "if let (true, true, Some(size)) = (ours, plain, as_size(&sabs)) {",
+        "if let (_, true, Some(size)) = (ours, plain, as_size(&sabs)) {",
+    ),
+    "one-step push: ac_out_buffer_size": (
+        "src/async_chat.rs",
+        "            if bytes.as_bytes().len() <= size\n                && has_builtin",
+        "            if has_builtin",
+    ),
 }
 
-TESTS = ["tests/test_asynchat_batching.py", "tests/test_asynchat_output_differential.py"]
+TESTS = [
+    "tests/test_asynchat_batching.py",
+    "tests/test_asynchat_output_differential.py",
+    "tests/test_lines_fastpath.py",
+]
 
 
 def main(names):
