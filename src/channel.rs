@@ -786,14 +786,17 @@ fn mark_dirty_of(obj: &Bound<'_, PyAny>) {
 /// instance dict does not shadow it (CPython's `debug = False`). False means
 /// "read it" (`getattr`), not that the attribute is true.
 pub fn is_plain_false(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) -> bool {
-    let in_class = crate::calls::class_attr_ptr(&obj.get_type(), name);
+    let ty = obj.get_type();
+    let in_class = crate::calls::class_attr_ptr(&ty, name);
     // SAFETY: Py_False is a static object; only its address is compared.
     let false_ptr = unsafe { pyo3::ffi::Py_False() };
-    in_class == false_ptr && !instance_dict_has(obj, name)
+    in_class == false_ptr && crate::calls::generic_getattr(&ty) && !instance_dict_has(obj, name)
 }
 
 /// Whether `obj.<public>` resolves to our Rust method registered as `<private>`
-/// on `dispatcher` (not overridden by a subclass, nor in the instance dict).
+/// on `dispatcher` (not overridden by a subclass, nor in the instance dict),
+/// and is read by CPython's generic getattr (a class `__getattribute__` sees
+/// the read in CPython, so it must see ours: then the caller reads it).
 /// The class lookup hits CPython's type attribute cache.
 pub fn has_builtin(
     obj: &Bound<'_, Dispatcher>,
@@ -801,8 +804,10 @@ pub fn has_builtin(
     private: &Bound<'_, PyString>,
 ) -> bool {
     let ours = our_method(obj.py(), private);
+    let ty = obj.get_type();
     !ours.is_null()
-        && crate::calls::class_attr_ptr(&obj.get_type(), public) == ours
+        && crate::calls::class_attr_ptr(&ty, public) == ours
+        && crate::calls::generic_getattr(&ty)
         && !instance_dict_has(obj, public)
 }
 

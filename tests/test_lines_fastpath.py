@@ -12,9 +12,8 @@ The expectations are CPython's: the tests pass with ASYNCORE_RS_TEST_IMPL=stdlib
 
 import socket
 
-import pytest
 from _common import pump
-from _impl import IMPL, asynchat
+from _impl import asynchat
 
 
 class Lines(asynchat.async_chat):
@@ -259,13 +258,6 @@ def test_an_instance_send_under_a_key_that_is_not_interned_is_called(chan_map):
     assert got == b"one\ntwo\nthree\n"
 
 
-@pytest.mark.xfail(
-    IMPL == "rs",
-    strict=True,
-    reason="channel.rs has_builtin does not look at __getattribute__ (the one-step "
-    "push does: calls.generic_getattr); CPython reads self.initiate_send and self.send "
-    "through it",
-)
 def test_a_class_getattribute_sees_initiate_send_and_send(chan_map):
     calls = []
 

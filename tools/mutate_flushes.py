@@ -94,8 +94,8 @@ MUTATIONS = {
     ),
     "guard: queue limits": (
         "src/channel.rs",
-        "        self.items.len() < MAX_IOV && self.bytes + n <= MAX_BYTES",
-        "        let _ = n;\n        true",
+        "            .is_none_or(|q| q.items.len() < MAX_IOV && q.bytes + n <= MAX_BYTES)",
+        "            .is_none_or(|_| n < usize::MAX)",
     ),
     # The one-step push (tests/test_lines_fastpath.py).
     "one-step push: fifo empty": (
