@@ -37,6 +37,17 @@ class Lines(asynchat.async_chat):
         self.push(line + b"\n")
 
 
+def recording_send(chan, calls):
+    """A `send` for `chan`'s instance dict that records what it is given."""
+    plain_send = chan.send
+
+    def send(data):
+        calls.append(bytes(data))
+        return plain_send(data)
+
+    return send
+
+
 def serve(cls, chan_map, payload, expect):
     """`cls` on one end of a socketpair; sends a first line, answered as
     usual, then `payload`, all in one piece (so that every message but the
@@ -118,13 +129,7 @@ def test_a_send_set_on_the_instance_between_lines_is_called(chan_map):
     class Probe(Lines):
         def on_line(self, line):
             if line == b"one":
-                plain_send = self.send
-
-                def send(data):
-                    calls.append(bytes(data))
-                    return plain_send(data)
-
-                self.send = send
+                self.send = recording_send(self, calls)
             self.push(line + b"\n")
 
     chat, got = serve(Probe, chan_map, b"one\ntwo\nthree\n", 14)
@@ -224,13 +229,7 @@ def test_a_large_instance_dict_still_sees_an_instance_send(chan_map):
             if line == b"one":
                 for i in range(20):
                     setattr(self, f"attr{i}", i)
-                plain_send = self.send
-
-                def send(data):
-                    calls.append(bytes(data))
-                    return plain_send(data)
-
-                self.send = send
+                self.send = recording_send(self, calls)
             self.push(line + b"\n")
 
     chat, got = serve(Probe, chan_map, b"one\ntwo\nthree\n", 14)
@@ -244,13 +243,7 @@ def test_an_instance_send_under_a_key_that_is_not_interned_is_called(chan_map):
     class Probe(Lines):
         def on_line(self, line):
             if line == b"one":
-                plain_send = self.send
-
-                def send(data):
-                    calls.append(bytes(data))
-                    return plain_send(data)
-
-                self.__dict__["".join(["se", "nd"])] = send
+                self.__dict__["".join(["se", "nd"])] = recording_send(self, calls)
             self.push(line + b"\n")
 
     chat, got = serve(Probe, chan_map, b"one\ntwo\nthree\n", 14)
