@@ -12,13 +12,12 @@ use std::borrow::Cow;
 
 use pyo3::exceptions::{PyBlockingIOError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
 
 use crate::channel::{
-    as_size, connected, field, has_builtin, int_setting, producer_fifo_of, read_setting,
-    set_producer_fifo, socket_of, store_producer_fifo, Dispatcher, F_CONNECTED, F_FIFO, F_INBUF,
-    F_SOCKET,
+    as_size, class_has_builtin, connected, field, has_builtin, int_setting, producer_fifo_of,
+    read_setting, set_producer_fifo, socket_of, store_producer_fifo, Dispatcher, F_CONNECTED,
+    F_FIFO, F_INBUF, F_SOCKET,
 };
 use crate::dispatcher::{dispatcher_init, dispatcher_send};
 use crate::errors::{call_in_except, errno_of, is_disconnect};
@@ -336,7 +335,9 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
             data.get_type().unbind(),
         )));
     }
-    if let Some(bytes) = one_step_candidate(slf, data) {
+    // Reads no attribute, so it may come before CPython's reads below.
+    let candidate = one_step_candidate(slf, data);
+    if let Some(bytes) = candidate {
         // What CPython's push and initiate_send would read, read without
         // running Python code: if it is all the class's, the one step is
         // exact (else the steps below read it again, as CPython does).
@@ -349,15 +350,13 @@ pub fn push(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()
     // CPython reads ac_out_buffer_size once, and initiate_send at the call.
     let (sabs, plain) = read_setting(slf, names::ac_out_buffer_size(py))?;
     let ours = has_builtin(slf, names::initiate_send(py), names::_ac_initiate_send(py));
-    if let (true, true, Some(size)) = (ours, plain, as_size(&sabs)) {
-        if let Some(bytes) = one_step_candidate(slf, data) {
-            // Checked last: an instance-dict lookup.
-            if bytes.as_bytes().len() <= size
-                && has_builtin(slf, names::send(py), names::send(py))
-                && output_batch::push_virtual(slf, bytes)
-            {
-                return Ok(());
-            }
+    if let (true, true, Some(size), Some(bytes)) = (ours, plain, as_size(&sabs), candidate) {
+        // Checked last: an instance-dict lookup.
+        if bytes.as_bytes().len() <= size
+            && has_builtin(slf, names::send(py), names::send(py))
+            && output_batch::push_virtual(slf, bytes)
+        {
+            return Ok(());
         }
     }
     let fifo = producer_fifo_of(slf)?;
@@ -408,7 +407,7 @@ fn one_step_candidate<'a, 'py>(
 /// all the class's, ours for the two methods (no instance attribute, no
 /// `__getattribute__`): the three reads of CPython's push + initiate_send,
 /// made without running Python code and with one pass over a small
-/// instance dict instead of three lookups (`calls::instance_dict_lacks`).
+/// instance dict instead of three lookups (`channel::instance_dict_lacks`).
 /// None: the caller reads them as CPython does.
 fn one_step_settings(slf: &Bound<'_, Dispatcher>) -> Option<usize> {
     let py = slf.py();
@@ -418,38 +417,17 @@ fn one_step_settings(slf: &Bound<'_, Dispatcher>) -> Option<usize> {
         names::send(py),
         names::ac_out_buffer_size(py),
     );
-    let ours = our_methods(py)?;
-    let class_size = crate::calls::class_attr_ptr(&ty, size);
-    if crate::calls::class_attr_ptr(&ty, initiate_send) != ours.0.as_ptr()
-        || crate::calls::class_attr_ptr(&ty, send) != ours.1.as_ptr()
-        || class_size.is_null()
-        || !crate::calls::generic_getattr(&ty)
+    if !class_has_builtin(&ty, initiate_send, names::_ac_initiate_send(py))
+        || !class_has_builtin(&ty, send, send)
     {
         return None;
     }
-    // SAFETY: _PyType_Lookup's result, non-NULL, is a live object a class
+    let class_size = crate::calls::class_attr_ptr(&ty, size);
+    // SAFETY: _PyType_Lookup's result, if non-NULL, is a live object a class
     // dict holds; no code ran since, and we take our own reference at once.
-    let class_size = unsafe { Bound::from_borrowed_ptr(py, class_size) };
+    let class_size = unsafe { Bound::from_borrowed_ptr_or_opt(py, class_size) }?;
     let n = as_size(&class_size)?;
-    crate::calls::instance_dict_lacks(slf, &[initiate_send, send, size]).then_some(n)
-}
-
-/// `dispatcher._ac_initiate_send` and `dispatcher.send`, held for the
-/// identity tests of `one_step_settings` (a held reference: its address
-/// cannot be reused by another object).
-fn our_methods(py: Python<'_>) -> Option<&(Py<PyAny>, Py<PyAny>)> {
-    static OURS: PyOnceLock<Option<(Py<PyAny>, Py<PyAny>)>> = PyOnceLock::new();
-    OURS.get_or_init(py, || {
-        let ty = py.get_type::<Dispatcher>();
-        let get = |name: &Bound<'_, PyString>| {
-            let ptr = crate::calls::class_attr_ptr(&ty, name);
-            // SAFETY: NULL or a live object of dispatcher's class dict; we
-            // take our own reference at once.
-            unsafe { Bound::from_borrowed_ptr_or_opt(py, ptr) }.map(Bound::unbind)
-        };
-        Some((get(names::_ac_initiate_send(py))?, get(names::send(py))?))
-    })
-    .as_ref()
+    crate::channel::instance_dict_lacks(slf, &[initiate_send, send, size]).then_some(n)
 }
 
 /// `async_chat.initiate_send()`: one send attempt per call, as CPython's,

@@ -12,7 +12,7 @@
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyType};
+use pyo3::types::{PyDict, PyString, PyType};
 
 extern "C" {
     // CPython's own lookup of a name along a type's MRO, through the type
@@ -138,41 +138,31 @@ pub fn generic_getattr(ty: &Bound<'_, PyType>) -> bool {
     slot as *const () == ffi::PyObject_GenericGetAttr as *const ()
 }
 
-/// Most keys `instance_dict_lacks` compares one by one; a larger dict is
-/// left to the caller's lookups.
+/// Most keys `dict_lacks` compares one by one; a larger dict is left to the
+/// caller's lookups.
 const SCAN_KEYS: usize = 8;
 
-/// Whether the instance dict of `obj` (the one generic getattr reads) holds
-/// none of `names`, decided without running Python code and, for a small
-/// dict, without a hash probe per name: one pass over its keys, each an
-/// exact str whose hash (cached in the str) differs from every name's.
-/// False when a name may be there, or the dict is too large or holds other
-/// keys (comparing those could run their `__eq__`): the caller then looks
-/// each name up as CPython would.
-pub fn instance_dict_lacks(obj: &Bound<'_, PyAny>, names: &[&Bound<'_, PyString>]) -> bool {
-    // SAFETY: the GIL is held (Bound). PyObject_GenericGetDict returns a new
-    // reference to the instance dict (creating it if the slot is empty, as
-    // `obj.__dict__` does) or NULL with an error, which is cleared. The dict
-    // is held while its keys are read; PyDict_Next yields borrowed
-    // references that stay valid because nothing below runs Python code or
-    // changes the dict: pointer and hash comparisons, and PyObject_Hash of an
-    // exact str (cached, or computed from its characters).
+/// Whether the instance dict `dict` holds none of `names` (at most 4),
+/// decided without running Python code and, for a small dict, without a hash
+/// probe per name: one pass over its keys, each an exact str whose hash
+/// (cached in the str) differs from every name's. False when a name may be
+/// there, or the dict is too large or holds other keys (comparing those
+/// could run their `__eq__`): the caller then looks each name up as CPython
+/// would.
+pub fn dict_lacks(dict: &Bound<'_, PyDict>, names: &[&Bound<'_, PyString>]) -> bool {
+    if dict.len() > SCAN_KEYS {
+        return false;
+    }
+    let mut hashes = [0isize; 4];
+    let Some(hashes) = hashes.get_mut(..names.len()) else {
+        return false;
+    };
+    // SAFETY: the GIL is held (Bound) and the caller holds the dict.
+    // PyDict_Next yields borrowed references that stay valid because nothing
+    // below runs Python code or changes the dict: pointer and hash
+    // comparisons, and PyObject_Hash of an exact str (cached, or computed
+    // from its characters).
     unsafe {
-        let dict = ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut());
-        if dict.is_null() {
-            ffi::PyErr_Clear();
-            return false;
-        }
-        let dict = Bound::from_owned_ptr(obj.py(), dict);
-        if ffi::PyDict_Check(dict.as_ptr()) == 0
-            || ffi::PyDict_Size(dict.as_ptr()) > SCAN_KEYS as isize
-        {
-            return false;
-        }
-        let mut hashes = [0isize; 4];
-        let Some(hashes) = hashes.get_mut(..names.len()) else {
-            return false;
-        };
         for (h, name) in hashes.iter_mut().zip(names) {
             *h = str_hash(name.as_ptr());
         }
@@ -186,8 +176,8 @@ pub fn instance_dict_lacks(obj: &Bound<'_, PyAny>, names: &[&Bound<'_, PyString>
                 return false;
             }
         }
-        true
     }
+    true
 }
 
 /// The hash of an exact str, -1 if it fails (no error is left set).

@@ -511,6 +511,18 @@ fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) ->
     }
 }
 
+/// Whether the instance dict of `obj` surely holds none of `names`, read
+/// from the dict slot without making a dict (`calls::dict_lacks` for a small
+/// one). False when it may, or only getattr can tell: the caller then looks
+/// each name up as CPython does.
+pub fn instance_dict_lacks(obj: &Bound<'_, Dispatcher>, names: &[&Bound<'_, PyString>]) -> bool {
+    match instance_dict(obj) {
+        SlotDict::Empty => true,
+        SlotDict::Dict(d) => crate::calls::dict_lacks(&d, names),
+        SlotDict::Elsewhere => false,
+    }
+}
+
 /// `obj.<name>`, when reading it runs no Python code: the class attribute is
 /// an exact int (never a descriptor), so the instance dict's value wins, else
 /// the class's, as CPython's generic getattr decides. None when only getattr
@@ -803,12 +815,20 @@ pub fn has_builtin(
     public: &Bound<'_, PyString>,
     private: &Bound<'_, PyString>,
 ) -> bool {
-    let ours = our_method(obj.py(), private);
-    let ty = obj.get_type();
+    class_has_builtin(&obj.get_type(), public, private) && !instance_dict_has(obj, public)
+}
+
+/// The class half of `has_builtin`: instances of `ty` read `<public>` as
+/// our `dispatcher.<private>` unless their instance dict shadows it.
+pub fn class_has_builtin(
+    ty: &Bound<'_, PyType>,
+    public: &Bound<'_, PyString>,
+    private: &Bound<'_, PyString>,
+) -> bool {
+    let ours = our_method(ty.py(), private);
     !ours.is_null()
-        && crate::calls::class_attr_ptr(&ty, public) == ours
-        && crate::calls::generic_getattr(&ty)
-        && !instance_dict_has(obj, public)
+        && crate::calls::class_attr_ptr(ty, public) == ours
+        && crate::calls::generic_getattr(ty)
 }
 
 /// The address of `dispatcher.<private>` (our method object), for identity

@@ -48,7 +48,7 @@ use std::sync::atomic::Ordering;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
 
-use crate::channel::{producer_fifo_of, socket_of, Dispatcher, F_SOCKET};
+use crate::channel::{producer_fifo_of, socket_of, Dispatcher, Fields, F_SOCKET};
 use crate::errors::{call_in_except, is_disconnect, os_error};
 use crate::fd_map::RawFd;
 use crate::fifo::Fifo;
@@ -245,33 +245,7 @@ pub fn virtual_send(
         // socket.send(b"") returns 0, and initiate_send then keeps its item.
         return Some(0);
     }
-    let me = slf.get();
-    let mut checked = false;
-    let bytes = bytes.unbind();
-    loop {
-        // The checks and the append under one lock.
-        let exclusive = {
-            let mut st = me.fields();
-            let exclusive = match &st.socket {
-                Some(sock) => socket_is_exclusive(me, sock),
-                None => Exclusive::No,
-            };
-            if let Exclusive::Yes = exclusive {
-                if !st.out_queue.has_room(n) {
-                    return None;
-                }
-                st.out_queue.push(bytes, n);
-                break;
-            }
-            exclusive
-        };
-        match exclusive {
-            Exclusive::Unchecked if !checked && check_socket_open(slf) => checked = true,
-            _ => return None,
-        }
-    }
-    note_queued(slf);
-    Some(n)
+    queue_exclusive(slf, bytes.unbind(), n, |_| true).then_some(n)
 }
 
 /// `push(data)` in one step (async_chat.rs `push`): CPython appends `data`
@@ -287,17 +261,34 @@ pub fn virtual_send(
 /// room in the queue), under one lock with the append.
 pub fn push_virtual(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyBytes>) -> bool {
     let py = slf.py();
-    let me = slf.get();
+    let fifo_empty_and_connected = |st: &Fields| {
+        st.connected
+            && st
+                .producer_fifo
+                .as_ref()
+                .is_some_and(|f| f.bind(py).cast::<Fifo>().is_ok_and(|f| f.get().is_empty()))
+    };
     let n = data.as_bytes().len();
+    queue_exclusive(slf, data.clone().unbind(), n, fifo_empty_and_connected)
+}
+
+/// Appends `bytes` (`n` long) to the channel's queue as sent, if `ready`
+/// holds for its fields, the socket is the channel's alone (checked open
+/// once per socket assigned) and the queue has room: the checks and the
+/// append under one lock. Then notes the queue (`note_queued`). False when
+/// nothing was queued.
+fn queue_exclusive(
+    slf: &Bound<'_, Dispatcher>,
+    bytes: Py<PyBytes>,
+    n: usize,
+    ready: impl Fn(&Fields) -> bool,
+) -> bool {
+    let me = slf.get();
     let mut checked = false;
     loop {
         let exclusive = {
             let mut st = me.fields();
-            let fifo_empty = st
-                .producer_fifo
-                .as_ref()
-                .and_then(|f| f.bind(py).cast::<Fifo>().ok().map(|f| f.get().is_empty()));
-            if fifo_empty != Some(true) || !st.connected {
+            if !ready(&st) {
                 return false;
             }
             let exclusive = match &st.socket {
@@ -308,7 +299,7 @@ pub fn push_virtual(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyBytes>) -> b
                 if !st.out_queue.has_room(n) {
                     return false;
                 }
-                st.out_queue.push(data.clone().unbind(), n);
+                st.out_queue.push(bytes, n);
                 break;
             }
             exclusive

@@ -154,3 +154,12 @@ def test_a_channel_with_no_attributes_of_its_own_has_no_dict(chan_map):
     asyncore.loop(timeout=0, map=chan_map, count=1)
     assert not [x for x in gc.get_referents(d) if type(x) is dict and x is not chan_map]
     b.close()
+
+
+@pytest.mark.skipif(IMPL != "rs", reason="asyncore-rs's fifo link (docs/migration.rst)")
+def test_an_async_chat_has_one_weak_reference_from_its_fifo(chan_map):
+    c, b = polled_chat(chan_map)
+    assert weakref.getweakrefcount(c) == 1
+    c.producer_fifo = collections.deque()
+    assert weakref.getweakrefcount(c) == 0
+    b.close()

@@ -100,13 +100,13 @@ MUTATIONS = {
     # The one-step push (tests/test_lines_fastpath.py).
     "one-step push: fifo empty": (
         "src/output_batch.rs",
-        "if fifo_empty != Some(true) || !st.connected {",
-        "if fifo_empty.is_none() || !st.connected {",
+        ".is_some_and(|f| f.bind(py).cast::<Fifo>().is_ok_and(|f| f.get().is_empty()))",
+        ".is_some_and(|f| f.bind(py).cast::<Fifo>().is_ok())",
     ),
     "one-step push: connected": (
         "src/output_batch.rs",
-        "if fifo_empty != Some(true) || !st.connected {",
-        "if fifo_empty != Some(true) {",
+        "        st.connected\n            && st\n",
+        "        st\n",
     ),
     "one-step push: our send": (
         "src/async_chat.rs",
@@ -115,17 +115,17 @@ MUTATIONS = {
     ),
     "one-step push: class send ours": (
         "src/async_chat.rs",
-        "|| crate::calls::class_attr_ptr(&ty, send) != ours.1.as_ptr()\n",
-        "",
+        "\n        || !class_has_builtin(&ty, send, send)\n",
+        "\n",
     ),
     "one-step push: class initiate_send ours": (
         "src/async_chat.rs",
-        "if crate::calls::class_attr_ptr(&ty, initiate_send) != ours.0.as_ptr()\n        ||",
+        "if !class_has_builtin(&ty, initiate_send, names::_ac_initiate_send(py))\n        ||",
         "if",
     ),
     "one-step push: instance dict lacks the names": (
         "src/async_chat.rs",
-        "crate::calls::instance_dict_lacks(slf, &[initiate_send, send, size]).then_some(n)",
+        "crate::channel::instance_dict_lacks(slf, &[initiate_send, send, size]).then_some(n)",
         "Some(n)",
     ),
     "one-step push: scan takes only exact str keys of other hashes": (
@@ -140,13 +140,13 @@ MUTATIONS = {
     ),
     "one-step push: our initiate_send": (
         "src/async_chat.rs",
-        "if let (true, true, Some(size)) = (ours, plain, as_size(&sabs)) {",
-        "if let (_, true, Some(size)) = (ours, plain, as_size(&sabs)) {",
+        "if let (true, true, Some(size), Some(bytes)) = (ours, plain, as_size(&sabs), candidate) {",
+        "if let (_, true, Some(size), Some(bytes)) = (ours, plain, as_size(&sabs), candidate) {",
     ),
     "one-step push: ac_out_buffer_size": (
         "src/async_chat.rs",
-        "            if bytes.as_bytes().len() <= size\n                && has_builtin",
-        "            if has_builtin",
+        "        if bytes.as_bytes().len() <= size\n            && has_builtin",
+        "        if has_builtin",
     ),
 }
 
