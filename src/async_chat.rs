@@ -6,7 +6,7 @@
 //! calls and assignments follows CPython 3.11's `handle_read` exactly.
 //!
 //! Uses: calls, channel, dispatcher, errors, fifo, inbuf, names, output_batch, pyobj,
-//! scanner, sockio.
+//! scanner, sockio, type_cache.
 
 use std::borrow::Cow;
 
@@ -110,7 +110,7 @@ fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
         if let (Some(fd), Ok(n)) = (plain_fd(py, &sock), size.extract::<usize>()) {
             let me = slf.get();
             match recv_with(py, fd, n, |data| {
-                me.fields().inbuf.extend(data);
+                me.fields(py).inbuf.extend(data);
                 data.len()
             }) {
                 Syscall::Done(0) => {
@@ -141,7 +141,7 @@ fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
             .call1((py.get_type::<PyString>(), encoding))?;
     }
     let bytes = bytes_like(&data)?;
-    slf.get().fields().inbuf.extend(&bytes);
+    slf.get().fields(py).inbuf.extend(&bytes);
     Ok(true)
 }
 
@@ -173,7 +173,7 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     );
     let mut compiled: Option<(Py<PyAny>, Terminator)> = None;
     loop {
-        let lb = me.fields().inbuf.data().len();
+        let lb = me.fields(py).inbuf.data().len();
         if lb == 0 {
             return Ok(());
         }
@@ -195,7 +195,7 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             let Some((_, t)) = compiled.as_ref() else {
                 return Ok(());
             };
-            let found = t.scan(me.fields().inbuf.data());
+            let found = t.scan(me.fields(py).inbuf.data());
             let tlen = t.needle().len();
             match found {
                 Scan::Found(index) => {
@@ -203,7 +203,7 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
                         // Don't report the empty string (CPython: "source of subtle bugs").
                         collect(slf, index, Consume::Front(index + tlen))?
                     } else {
-                        me.fields().inbuf.consume(&Consume::Front(tlen))
+                        me.fields(py).inbuf.consume(&Consume::Front(tlen))
                     };
                     found_terminator(slf, more_input)?;
                 }
@@ -227,7 +227,7 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
 /// handle_error.
 fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     let result = scan_messages(slf);
-    slf.get().fields().inbuf.shrink();
+    slf.get().fields(slf.py()).inbuf.shrink();
     let flushed = output_batch::flush(slf);
     result.and(flushed)
 }
@@ -291,7 +291,7 @@ fn compile(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>) -> PyResult<Ter
         || term.is_instance_of::<PyMemoryView>();
     if !is_bytes_like {
         let py = slf.py();
-        let buf = PyBytes::new(py, slf.get().fields().inbuf.data());
+        let buf = PyBytes::new(py, slf.get().fields(py).inbuf.data());
         buf.call_method1(names::find(py), (term,))?;
         return Err(PyTypeError::new_err(
             "terminator must be bytes, int or None",
@@ -307,12 +307,12 @@ fn collect(slf: &Bound<'_, Dispatcher>, n: usize, then: Consume) -> PyResult<boo
     let py = slf.py();
     let me = slf.get();
     let data = {
-        let mut st = me.fields();
+        let mut st = me.fields(py);
         st.inbuf.begin_callback();
         PyBytes::new(py, &st.inbuf.data()[..n])
     };
     let r = crate::calls::call_method1(slf, names::collect_incoming_data(py), &data);
-    let mut st = me.fields();
+    let mut st = me.fields(py);
     // The callback may have assigned ac_in_buffer; CPython then overwrites
     // it with the slice of the old buffer (unless the callback raised).
     st.inbuf.end_callback(r.is_ok());
@@ -417,16 +417,26 @@ fn one_step_settings(slf: &Bound<'_, Dispatcher>) -> Option<usize> {
         names::send(py),
         names::ac_out_buffer_size(py),
     );
-    if !class_has_builtin(&ty, initiate_send, names::_ac_initiate_send(py))
-        || !class_has_builtin(&ty, send, send)
-    {
-        return None;
-    }
-    let class_size = crate::calls::class_attr_ptr(&ty, size);
-    // SAFETY: _PyType_Lookup's result, if non-NULL, is a live object a class
-    // dict holds; no code ran since, and we take our own reference at once.
-    let class_size = unsafe { Bound::from_borrowed_ptr_or_opt(py, class_size) }?;
-    let n = as_size(&class_size)?;
+    // The class half, from the MRO alone: cached by the class's version tag
+    // (0: not all the class's; else the size + 1).
+    let class_half = crate::type_cache::cached(&ty, (initiate_send, size), || {
+        if !class_has_builtin(&ty, initiate_send, names::_ac_initiate_send(py))
+            || !class_has_builtin(&ty, send, send)
+        {
+            return 0;
+        }
+        let class_size = crate::calls::class_attr_ptr(&ty, size);
+        // SAFETY: _PyType_Lookup's result, if non-NULL, is a live object a
+        // class dict holds; no code ran since, and we take our own reference
+        // at once (dropping it runs no code: the class still holds it).
+        let class_size = unsafe { Bound::from_borrowed_ptr_or_opt(py, class_size) };
+        class_size
+            .as_ref()
+            .and_then(as_size)
+            .and_then(|n| u64::try_from(n).ok()?.checked_add(1))
+            .unwrap_or(0)
+    });
+    let n = usize::try_from(class_half.checked_sub(1)?).ok()?;
     crate::channel::instance_dict_lacks(slf, &[initiate_send, send, size]).then_some(n)
 }
 
@@ -601,12 +611,12 @@ pub fn find_prefix_at_end<'py>(
 impl Dispatcher {
     #[getter(_rs_ac_in_buffer)]
     fn get_ac_in_buffer<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, self.fields().inbuf.data())
+        PyBytes::new(py, self.fields(py).inbuf.data())
     }
     #[setter(_rs_ac_in_buffer)]
     fn set_ac_in_buffer(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let bytes = bytes_like(v)?;
-        self.fields().inbuf.assign(&bytes);
+        self.fields(v.py()).inbuf.assign(&bytes);
         Ok(())
     }
     #[getter(_rs_producer_fifo)]

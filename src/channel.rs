@@ -8,10 +8,11 @@
 //! `__dict__`, as in CPython. A subclass may shadow a descriptor with a class
 //! attribute; then the accessors use Python attribute lookup (`is_direct`).
 //!
-//! Uses: calls, errors, fd_map, fifo, inbuf, link, names, pyobj.
+//! Uses: calls, errors, fd_map, fifo, gil_cell, inbuf, link, names, pyobj,
+//! type_cache.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyInt, PyString, PyType, PyWeakrefReference};
@@ -20,10 +21,11 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::errors::missing_attr;
 use crate::fd_map::RawFd;
 use crate::fifo::{Fifo, FifoOwner};
+use crate::gil_cell::{GilCell, GilRef};
 use crate::inbuf::InBuf;
 use crate::link::{ChannelLink, LoopShared};
 use crate::names;
-use crate::pyobj::{try_lock, Built};
+use crate::pyobj::Built;
 
 /// Attributes whose Rust field is authoritative unless a subclass shadows the
 /// descriptor with a class attribute (then Python attribute lookup is used).
@@ -123,7 +125,7 @@ impl OutQueue {
 pub struct Dispatcher {
     /// Checked first by `__traverse__` (see pyobj.rs `Built`).
     built: Built,
-    fields: Mutex<Fields>,
+    fields: GilCell<Fields>,
     direct: AtomicU16,
     /// `Fields::out_queue` holds data (see output_batch.rs).
     pub queued: AtomicBool,
@@ -145,7 +147,7 @@ impl Dispatcher {
     pub fn new_empty() -> Self {
         Dispatcher {
             built: Built::new(),
-            fields: Mutex::new(Fields::default()),
+            fields: GilCell::new(Fields::default()),
             direct: AtomicU16::new(0),
             queued: AtomicBool::new(false),
             sock_seen: AtomicBool::new(false),
@@ -159,13 +161,14 @@ impl Dispatcher {
     /// depends on it, tells the loop.
     pub fn store_flag(
         &self,
+        py: Python<'_>,
         pick: impl FnOnce(&mut Fields) -> &mut bool,
         value: bool,
         interest: bool,
     ) {
-        let changed = std::mem::replace(pick(&mut self.fields()), value) != value;
+        let changed = std::mem::replace(pick(&mut self.fields(py)), value) != value;
         if changed && interest {
-            self.mark_dirty();
+            self.mark_dirty(py);
         }
     }
 
@@ -176,37 +179,38 @@ impl Dispatcher {
 
     /// The channel's poll interest may have changed: tells the loop that
     /// polls it, if any.
-    pub fn mark_dirty(&self) {
-        self.fields().link.mark_dirty();
+    pub fn mark_dirty(&self, py: Python<'_>) {
+        self.fields(py).link.mark_dirty();
     }
 
     /// The loop has re-read the channel's interest.
-    pub fn clear_dirty(&self) {
-        self.fields().link.clear_dirty();
+    pub fn clear_dirty(&self, py: Python<'_>) {
+        self.fields(py).link.clear_dirty();
     }
 
     /// Links the channel to the loop state `shared`, polling it at `fd`;
     /// `holder` (the loop state's Python holder) is kept alive by the link.
     pub fn attach(
         &self,
+        py: Python<'_>,
         shared: &std::sync::Arc<LoopShared>,
         fd: RawFd,
         holder: Option<Py<PyAny>>,
     ) {
-        let old = self.fields().link.attach(shared, fd, holder);
+        let old = self.fields(py).link.attach(shared, fd, holder);
         drop(old); // after the lock: it may hold the last reference to a loop state
     }
 
     /// Unlinks the channel if `shared` polls it.
-    pub fn detach(&self, shared: &std::sync::Arc<LoopShared>) {
-        let old = self.fields().link.detach(shared);
+    pub fn detach(&self, py: Python<'_>, shared: &std::sync::Arc<LoopShared>) {
+        let old = self.fields(py).link.detach(shared);
         drop(old); // after the lock
     }
 
     /// Leaves the loop that polls the channel, at once (del_channel, before
     /// the socket is closed).
-    pub fn unregister(&self) {
-        let taken = self.fields().link.take();
+    pub fn unregister(&self, py: Python<'_>) {
+        let taken = self.fields(py).link.take();
         if let Some(t) = taken {
             t.leave();
         }
@@ -221,7 +225,7 @@ impl Dispatcher {
     /// Remembers that `sock` was seen plain and open, if it is still the
     /// socket field.
     pub fn mark_socket_seen(&self, sock: &Bound<'_, PyAny>) {
-        let st = self.fields();
+        let st = self.fields(sock.py());
         if st.socket.as_ref().is_some_and(|s| s.is(sock)) {
             self.sock_seen.store(true, Ordering::Relaxed);
         }
@@ -240,14 +244,16 @@ impl Dispatcher {
     }
 
     /// `self.socket = v`.
-    pub fn replace_socket(&self, v: Py<PyAny>) {
+    pub fn replace_socket(&self, py: Python<'_>, v: Py<PyAny>) {
         self.forget_socket();
-        let old = self.fields().socket.replace(v);
+        let old = self.fields(py).socket.replace(v);
         drop(old); // after the lock: its destructor may run Python
     }
 
-    pub fn fields(&self) -> MutexGuard<'_, Fields> {
-        self.fields.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The channel's state, for the guard's length: never held across a
+    /// call into Python (gil_cell.rs).
+    pub fn fields(&self, py: Python<'_>) -> GilRef<'_, Fields> {
+        self.fields.borrow(py)
     }
 
     /// Whether the Rust fields behind `flag` (one or more bits) are all
@@ -282,7 +288,10 @@ impl Dispatcher {
         if !self.built.get() {
             return Ok(());
         }
-        if let Some(st) = try_lock(&self.fields) {
+        // SAFETY: the collector calls tp_traverse from a thread attached to
+        // the interpreter, holding the GIL.
+        let py = unsafe { Python::assume_attached() };
+        if let Some(st) = self.fields.try_borrow(py) {
             visit.call(&st.socket)?;
             visit.call(&st.fileno)?;
             visit.call(&st.map)?;
@@ -304,9 +313,9 @@ impl Dispatcher {
     /// every method that needs them raises, and `connected`, `accepting` and
     /// `connecting` read False (CPython's class attributes). The objects are
     /// released after the lock.
-    fn __clear__(&self) {
-        self.unregister();
-        let Some(mut st) = try_lock(&self.fields) else {
+    fn __clear__(&self, py: Python<'_>) {
+        self.unregister(py);
+        let Some(mut st) = self.fields.try_borrow(py) else {
             return;
         };
         // CPython's cleared instance falls back to the class attributes (False).
@@ -326,11 +335,9 @@ impl Dispatcher {
         self.queued.store(false, Ordering::Relaxed);
         self.forget_socket();
         if let Some(fifo) = &taken.5 {
-            Python::attach(|py| {
-                if let Ok(f) = fifo.bind(py).cast::<Fifo>() {
-                    f.get().disown(self.owner_id());
-                }
-            });
+            if let Ok(f) = fifo.bind(py).cast::<Fifo>() {
+                f.get().disown(py, self.owner_id());
+            }
         }
         drop(taken);
     }
@@ -636,7 +643,7 @@ macro_rules! bool_attr {
     ($get:ident, $set:ident, $flag:expr, $field:ident, $interest:expr) => {
         pub fn $get(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
             if Dispatcher::is_direct(slf, $flag) {
-                Ok(slf.get().fields().$field)
+                Ok(slf.get().fields(slf.py()).$field)
             } else {
                 slf.getattr(names::$field(slf.py()))?.is_truthy()
             }
@@ -644,7 +651,8 @@ macro_rules! bool_attr {
 
         pub fn $set(slf: &Bound<'_, Dispatcher>, value: bool) -> PyResult<()> {
             if Dispatcher::is_direct(slf, $flag) {
-                slf.get().store_flag(|st| &mut st.$field, value, $interest);
+                slf.get()
+                    .store_flag(slf.py(), |st| &mut st.$field, value, $interest);
                 Ok(())
             } else {
                 slf.setattr(names::$field(slf.py()), value)
@@ -665,7 +673,7 @@ pub fn field<'py>(
     name: impl std::fmt::Display,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = slf.py();
-    match pick(&slf.get().fields()) {
+    match pick(&slf.get().fields(py)) {
         Some(v) => Ok(v.bind(py).clone()),
         None => Err(missing_attr(slf.as_any(), name)),
     }
@@ -679,7 +687,7 @@ pub fn take_field(
     pick: impl FnOnce(&mut Fields) -> &mut Option<Py<PyAny>>,
     name: &str,
 ) -> PyResult<()> {
-    let old = pick(&mut slf.get().fields()).take();
+    let old = pick(&mut slf.get().fields(slf.py())).take();
     match old {
         Some(v) => {
             drop(v);
@@ -736,10 +744,11 @@ pub fn set_out_buffer(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) -> 
 pub fn store_out_buffer(me: &Dispatcher, value: &Bound<'_, PyAny>) {
     let is_empty = |o: &Bound<'_, PyAny>| o.len().is_ok_and(|n| n == 0);
     let now_empty = is_empty(value);
-    let old = me.fields().out_buffer.replace(value.clone().unbind());
+    let py = value.py();
+    let old = me.fields(py).out_buffer.replace(value.clone().unbind());
     let was_empty = old.is_none_or(|o| is_empty(o.bind(value.py())));
     if was_empty != now_empty {
-        me.mark_dirty();
+        me.mark_dirty(py);
     }
 }
 
@@ -763,25 +772,29 @@ pub fn set_producer_fifo(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) 
 
 pub fn store_producer_fifo(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>) -> PyResult<()> {
     if let Ok(f) = value.cast::<Fifo>() {
-        f.get().set_owner(Some(FifoOwner::new(
-            slf.as_any(),
-            slf.get().owner_id(),
-            mark_dirty_of,
-        )?));
+        f.get().set_owner(
+            slf.py(),
+            Some(FifoOwner::new(
+                slf.as_any(),
+                slf.get().owner_id(),
+                mark_dirty_of,
+            )?),
+        );
     }
+    let py = slf.py();
     let old = slf
         .get()
-        .fields()
+        .fields(py)
         .producer_fifo
         .replace(value.clone().unbind());
     if let Some(old) = old {
         // The same fifo set again keeps its owner; one another channel owns
         // now keeps that one.
         if let (false, Ok(f)) = (old.is(value), old.bind(value.py()).cast::<Fifo>()) {
-            f.get().disown(slf.get().owner_id());
+            f.get().disown(py, slf.get().owner_id());
         }
     }
-    slf.get().mark_dirty();
+    slf.get().mark_dirty(py);
     Ok(())
 }
 
@@ -789,7 +802,7 @@ pub fn store_producer_fifo(slf: &Bound<'_, Dispatcher>, value: &Bound<'_, PyAny>
 /// `FifoOwner`): `obj` is the owner, alive.
 fn mark_dirty_of(obj: &Bound<'_, PyAny>) {
     if let Ok(d) = obj.cast::<Dispatcher>() {
-        d.get().mark_dirty();
+        d.get().mark_dirty(obj.py());
     }
 }
 
@@ -825,10 +838,18 @@ pub fn class_has_builtin(
     public: &Bound<'_, PyString>,
     private: &Bound<'_, PyString>,
 ) -> bool {
-    let ours = our_method(ty.py(), private);
-    !ours.is_null()
-        && crate::calls::class_attr_ptr(ty, public) == ours
-        && crate::calls::generic_getattr(ty)
+    // Decided from the MRO alone, without running Python code (our_method
+    // reads `dispatcher`'s own dict, which is in every subclass's MRO), so
+    // cached by the class's version tag.
+    let answer = crate::type_cache::cached(ty, (public, private), || {
+        let ours = our_method(ty.py(), private);
+        u64::from(
+            !ours.is_null()
+                && crate::calls::class_attr_ptr(ty, public) == ours
+                && crate::calls::generic_getattr(ty),
+        )
+    });
+    answer != 0
 }
 
 /// The address of `dispatcher.<private>` (our method object), for identity

@@ -86,31 +86,32 @@ impl Dispatcher {
 
     // ---- Rust-held attributes ----
     #[getter(connected)]
-    fn get_connected(&self) -> bool {
-        self.fields().connected
+    fn get_connected(&self, py: Python<'_>) -> bool {
+        self.fields(py).connected
     }
     #[setter(connected)]
     fn set_connected_attr(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let v = v.is_truthy()?;
-        slf.get().store_flag(|st| &mut st.connected, v, true);
+        slf.get()
+            .store_flag(slf.py(), |st| &mut st.connected, v, true);
         Ok(())
     }
     #[getter(accepting)]
-    fn get_accepting(&self) -> bool {
-        self.fields().accepting
+    fn get_accepting(&self, py: Python<'_>) -> bool {
+        self.fields(py).accepting
     }
     #[setter(accepting)]
     fn set_accepting_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store_flag(|st| &mut st.accepting, v.is_truthy()?, true);
+        self.store_flag(v.py(), |st| &mut st.accepting, v.is_truthy()?, true);
         Ok(())
     }
     #[getter(connecting)]
-    fn get_connecting(&self) -> bool {
-        self.fields().connecting
+    fn get_connecting(&self, py: Python<'_>) -> bool {
+        self.fields(py).connecting
     }
     #[setter(connecting)]
     fn set_connecting_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store_flag(|st| &mut st.connecting, v.is_truthy()?, false);
+        self.store_flag(v.py(), |st| &mut st.connecting, v.is_truthy()?, false);
         Ok(())
     }
     // Unset until __init__ (or the subclass) assigns them, as in CPython.
@@ -123,20 +124,20 @@ impl Dispatcher {
     fn set_socket_attr(slf: &Bound<'_, Self>, v: Py<PyAny>) -> PyResult<()> {
         // Batched output belongs to the old socket (STARTTLS swaps it).
         output_batch::flush(slf)?;
-        slf.get().replace_socket(v);
+        slf.get().replace_socket(slf.py(), v);
         Ok(())
     }
     /// Unset reads None: CPython's class attribute `addr = None`.
     #[getter(addr)]
     fn get_addr(&self, py: Python<'_>) -> Py<PyAny> {
-        self.fields()
+        self.fields(py)
             .addr
             .as_ref()
             .map_or_else(|| py.None(), |a| a.clone_ref(py))
     }
     #[setter(addr)]
-    fn set_addr_attr(&self, v: Py<PyAny>) {
-        let old = self.fields().addr.replace(v);
+    fn set_addr_attr(&self, py: Python<'_>, v: Py<PyAny>) {
+        let old = self.fields(py).addr.replace(v);
         drop(old); // after the lock: its destructor may run Python
     }
     #[deleter(addr)]
@@ -148,8 +149,8 @@ impl Dispatcher {
         field(slf, |st| st.map.as_ref(), "_map").map(Bound::unbind)
     }
     #[setter(_map)]
-    fn set_map_attr(&self, v: Py<PyAny>) {
-        let old = self.fields().map.replace(v);
+    fn set_map_attr(&self, py: Python<'_>, v: Py<PyAny>) {
+        let old = self.fields(py).map.replace(v);
         drop(old); // after the lock: its destructor may run Python
     }
     #[deleter(_map)]
@@ -161,8 +162,8 @@ impl Dispatcher {
         field(slf, |st| st.fileno.as_ref(), "_fileno").map(Bound::unbind)
     }
     #[setter(_fileno)]
-    fn set_fileno_attr(&self, v: Py<PyAny>) {
-        self.fields().fileno = Some(v);
+    fn set_fileno_attr(&self, py: Python<'_>, v: Py<PyAny>) {
+        self.fields(py).fileno = Some(v);
     }
 
     // ---- construction ----
@@ -228,7 +229,7 @@ impl Dispatcher {
         };
         // Unregister from the poller before the socket can be closed (the
         // polling crate's contract), then do what CPython does.
-        slf.get().unregister();
+        slf.get().unregister(py);
         if map.contains(&fd)? {
             map_write(&map, &fd, None)?;
         }

@@ -7,10 +7,9 @@
 //! [0]`, `len`, truth, `clear`, iteration). It tells its channel when it turns
 //! empty or non-empty, which is what the channel's poll interest depends on.
 //!
-//! Uses: calls, errors, names, pyobj.
+//! Uses: calls, errors, gil_cell, names, pyobj.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use pyo3::exceptions::PyIndexError;
 use pyo3::prelude::*;
@@ -19,15 +18,16 @@ use pyo3::types::{PyDict, PyList, PyTuple, PyWeakrefReference};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::errors::missing_attr;
+use crate::gil_cell::{GilCell, GilRef};
 use crate::names;
-use crate::pyobj::{make_slice, try_lock, Built};
+use crate::pyobj::{make_slice, Built};
 
 #[pyclass(frozen, subclass, dict, weakref, module = "asynchat", name = "fifo")]
 pub struct Fifo {
     /// Checked first by `__traverse__` (see pyobj.rs `Built`).
     built: Built,
-    items: Mutex<VecDeque<Py<PyAny>>>,
-    owner: Mutex<Option<FifoOwner>>,
+    items: GilCell<VecDeque<Py<PyAny>>>,
+    owner: GilCell<Option<FifoOwner>>,
 }
 
 /// The channel whose `producer_fifo` a fifo is, and how to tell it of an
@@ -58,21 +58,21 @@ impl FifoOwner {
 }
 
 impl Fifo {
-    fn items(&self) -> MutexGuard<'_, VecDeque<Py<PyAny>>> {
-        self.items.lock().unwrap_or_else(PoisonError::into_inner)
+    fn items(&self, py: Python<'_>) -> GilRef<'_, VecDeque<Py<PyAny>>> {
+        self.items.borrow(py)
     }
 
     /// Sets the channel to tell; the previous owner's weak reference is
     /// dropped after the lock.
-    pub fn set_owner(&self, owner: Option<FifoOwner>) {
-        let old = std::mem::replace(&mut *self.owner(), owner);
+    pub fn set_owner(&self, py: Python<'_>, owner: Option<FifoOwner>) {
+        let old = std::mem::replace(&mut *self.owner(py), owner);
         drop(old);
     }
 
     /// Forgets the owner if it is the channel `id` (which let go of the fifo).
-    pub fn disown(&self, id: usize) {
+    pub fn disown(&self, py: Python<'_>, id: usize) {
         let old = {
-            let mut owner = self.owner();
+            let mut owner = self.owner(py);
             if owner.as_ref().is_some_and(|o| o.id == id) {
                 owner.take()
             } else {
@@ -82,15 +82,15 @@ impl Fifo {
         drop(old);
     }
 
-    fn owner(&self) -> MutexGuard<'_, Option<FifoOwner>> {
-        self.owner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn owner(&self, py: Python<'_>) -> GilRef<'_, Option<FifoOwner>> {
+        self.owner.borrow(py)
     }
 
     /// Tells the owner, if it is alive, that the fifo turned empty or
     /// non-empty. Called without the fifo's locks held.
     fn tell_owner(&self, py: Python<'_>) {
         let owner = self
-            .owner()
+            .owner(py)
             .as_ref()
             .and_then(|o| Some((o.channel.bind(py).upgrade()?, o.changed)));
         if let Some((channel, changed)) = owner {
@@ -101,15 +101,15 @@ impl Fifo {
     /// Runs `f` on the items and tells the owner if emptiness changed.
     /// The removed items are dropped after the lock is released (their
     /// destructors may run Python code).
-    pub fn edit<R>(&self, f: impl FnOnce(&mut VecDeque<Py<PyAny>>) -> R) -> R {
+    pub fn edit<R>(&self, py: Python<'_>, f: impl FnOnce(&mut VecDeque<Py<PyAny>>) -> R) -> R {
         let (r, was, now) = {
-            let mut items = self.items();
+            let mut items = self.items(py);
             let was = items.is_empty();
             let r = f(&mut items);
             (r, was, items.is_empty())
         };
         if was != now {
-            Python::attach(|py| self.tell_owner(py));
+            self.tell_owner(py);
         }
         r
     }
@@ -117,21 +117,21 @@ impl Fifo {
     pub fn empty() -> Self {
         Fifo {
             built: Built::new(),
-            items: Mutex::new(VecDeque::new()),
-            owner: Mutex::new(None),
+            items: GilCell::new(VecDeque::new()),
+            owner: GilCell::new(None),
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.items().len()
+    pub fn len(&self, py: Python<'_>) -> usize {
+        self.items(py).len()
     }
 
     pub fn front(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.items().front().map(|o| o.clone_ref(py))
+        self.items(py).front().map(|o| o.clone_ref(py))
     }
 
-    fn index(&self, i: isize) -> PyResult<usize> {
-        let n = self.len() as isize;
+    fn index(&self, py: Python<'_>, i: isize) -> PyResult<usize> {
+        let n = self.len(py) as isize;
         let j = if i < 0 { i + n } else { i };
         if j < 0 || j >= n {
             return Err(PyIndexError::new_err("deque index out of range"));
@@ -144,7 +144,7 @@ impl Fifo {
 pub fn append(fifo: &Bound<'_, PyAny>, item: &Bound<'_, PyAny>) -> PyResult<()> {
     if let Ok(f) = fifo.cast::<Fifo>() {
         let item = item.clone().unbind();
-        f.get().edit(|d| d.push_back(item));
+        f.get().edit(fifo.py(), |d| d.push_back(item));
         return Ok(());
     }
     crate::calls::call_method1(fifo, names::append(fifo.py()), item)?;
@@ -167,21 +167,21 @@ impl Fifo {
         }
         Ok(Fifo {
             built: Built::new(),
-            items: Mutex::new(items),
-            owner: Mutex::new(None),
+            items: GilCell::new(items),
+            owner: GilCell::new(None),
         })
     }
 
-    fn __len__(&self) -> usize {
-        self.len()
+    fn __len__(&self, py: Python<'_>) -> usize {
+        self.len(py)
     }
 
-    fn __bool__(&self) -> bool {
-        !self.items().is_empty()
+    fn __bool__(&self, py: Python<'_>) -> bool {
+        !self.items(py).is_empty()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.items().is_empty()
+    pub fn is_empty(&self, py: Python<'_>) -> bool {
+        self.items(py).is_empty()
     }
 
     fn first(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
@@ -189,30 +189,31 @@ impl Fifo {
             .ok_or_else(|| PyIndexError::new_err("deque index out of range"))
     }
 
-    fn push(&self, data: Py<PyAny>) {
-        self.edit(|d| d.push_back(data));
+    fn push(&self, py: Python<'_>, data: Py<PyAny>) {
+        self.edit(py, |d| d.push_back(data));
     }
 
-    fn append(&self, data: Py<PyAny>) {
-        self.edit(|d| d.push_back(data));
+    fn append(&self, py: Python<'_>, data: Py<PyAny>) {
+        self.edit(py, |d| d.push_back(data));
     }
 
-    fn appendleft(&self, data: Py<PyAny>) {
-        self.edit(|d| d.push_front(data));
+    fn appendleft(&self, py: Python<'_>, data: Py<PyAny>) {
+        self.edit(py, |d| d.push_front(data));
     }
 
     fn extend(&self, items: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = items.py();
         let items: Vec<Py<PyAny>> = items
             .try_iter()?
             .map(|i| i.map(Bound::unbind))
             .collect::<PyResult<_>>()?;
-        self.edit(|d| d.extend(items));
+        self.edit(py, |d| d.extend(items));
         Ok(())
     }
 
     /// The fifo API: `(1, first item)` removed, or `(0, None)` when empty.
     fn pop<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        match self.edit(VecDeque::pop_front) {
+        match self.edit(py, VecDeque::pop_front) {
             Some(item) => PyTuple::new(
                 py,
                 [1i32.into_pyobject(py)?.into_any(), item.into_bound(py)],
@@ -224,42 +225,42 @@ impl Fifo {
         }
     }
 
-    fn popleft(&self) -> PyResult<Py<PyAny>> {
-        self.edit(VecDeque::pop_front)
+    fn popleft(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.edit(py, VecDeque::pop_front)
             .ok_or_else(|| PyIndexError::new_err("pop from an empty deque"))
     }
 
-    fn clear(&self) {
-        let old = self.edit(std::mem::take);
+    fn clear(&self, py: Python<'_>) {
+        let old = self.edit(py, std::mem::take);
         drop(old);
     }
 
     fn __getitem__(&self, py: Python<'_>, i: isize) -> PyResult<Py<PyAny>> {
-        let j = self.index(i)?;
-        Ok(self.items()[j].clone_ref(py))
+        let j = self.index(py, i)?;
+        Ok(self.items(py)[j].clone_ref(py))
     }
 
-    fn __setitem__(&self, i: isize, value: Py<PyAny>) -> PyResult<()> {
-        let j = self.index(i)?;
-        let old = std::mem::replace(&mut self.items()[j], value);
+    fn __setitem__(&self, py: Python<'_>, i: isize, value: Py<PyAny>) -> PyResult<()> {
+        let j = self.index(py, i)?;
+        let old = std::mem::replace(&mut self.items(py)[j], value);
         drop(old);
         Ok(())
     }
 
-    fn __delitem__(&self, i: isize) -> PyResult<()> {
-        let j = self.index(i)?;
-        let old = self.edit(|d| d.remove(j));
+    fn __delitem__(&self, py: Python<'_>, i: isize) -> PyResult<()> {
+        let j = self.index(py, i)?;
+        let old = self.edit(py, |d| d.remove(j));
         drop(old);
         Ok(())
     }
 
     fn __iter__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let list = PyList::new(py, self.items().iter().map(|o| o.clone_ref(py)))?;
+        let list = PyList::new(py, self.items(py).iter().map(|o| o.clone_ref(py)))?;
         Ok(list.try_iter()?.into_any().unbind())
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        let list = PyList::new(py, self.items().iter().map(|o| o.clone_ref(py)))?;
+        let list = PyList::new(py, self.items(py).iter().map(|o| o.clone_ref(py)))?;
         Ok(format!("fifo({})", list.repr()?))
     }
 
@@ -269,12 +270,15 @@ impl Fifo {
         if !self.built.get() {
             return Ok(());
         }
-        if let Some(items) = try_lock(&self.items) {
+        // SAFETY: the collector calls tp_traverse from a thread attached to
+        // the interpreter, holding the GIL.
+        let py = unsafe { Python::assume_attached() };
+        if let Some(items) = self.items.try_borrow(py) {
             for item in items.iter() {
                 visit.call(item)?;
             }
         }
-        if let Some(owner) = try_lock(&self.owner) {
+        if let Some(owner) = self.owner.try_borrow(py) {
             visit.call(owner.as_ref().map(|o| &o.channel))?;
         }
         Ok(())
@@ -282,14 +286,14 @@ impl Fifo {
 
     /// Empties the fifo, as the collector empties a `collections.deque`
     /// (CPython's deque_clear): it stays usable, and empty.
-    fn __clear__(&self) {
-        let Some(mut items) = try_lock(&self.items) else {
+    fn __clear__(&self, py: Python<'_>) {
+        let Some(mut items) = self.items.try_borrow(py) else {
             return;
         };
         let old = std::mem::take(&mut *items);
         drop(items);
         if !old.is_empty() {
-            Python::attach(|py| self.tell_owner(py));
+            self.tell_owner(py);
         }
         drop(old);
     }
@@ -407,7 +411,7 @@ impl SimpleProducer {
 /// `bool(fifo)`.
 pub fn is_truthy(fifo: &Bound<'_, PyAny>) -> PyResult<bool> {
     match fifo.cast::<Fifo>() {
-        Ok(f) => Ok(!f.get().is_empty()),
+        Ok(f) => Ok(!f.get().is_empty(fifo.py())),
         Err(_) => fifo.is_truthy(),
     }
 }
@@ -428,7 +432,7 @@ pub fn first<'py>(fifo: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 /// `del fifo[0]`.
 pub fn del_first(fifo: &Bound<'_, PyAny>) -> PyResult<()> {
     match fifo.cast::<Fifo>() {
-        Ok(f) => match f.get().edit(VecDeque::pop_front) {
+        Ok(f) => match f.get().edit(fifo.py(), VecDeque::pop_front) {
             Some(old) => {
                 drop(old);
                 Ok(())
@@ -442,7 +446,7 @@ pub fn del_first(fifo: &Bound<'_, PyAny>) -> PyResult<()> {
 /// `fifo[0] = value`.
 pub fn set_first(fifo: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
     match fifo.cast::<Fifo>() {
-        Ok(f) => f.get().__setitem__(0, value.clone().unbind()),
+        Ok(f) => f.get().__setitem__(fifo.py(), 0, value.clone().unbind()),
         Err(_) => fifo.set_item(0, value),
     }
 }
@@ -451,7 +455,7 @@ pub fn set_first(fifo: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<
 pub fn push_front(fifo: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
     match fifo.cast::<Fifo>() {
         Ok(f) => {
-            f.get().appendleft(value.clone().unbind());
+            f.get().appendleft(fifo.py(), value.clone().unbind());
             Ok(())
         }
         Err(_) => fifo

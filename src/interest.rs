@@ -84,7 +84,7 @@ pub enum WKind {
 pub fn derived_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u8 {
     let py = d.py();
     let me = d.get();
-    let st = me.fields();
+    let st = me.fields(py);
     let w = match kind {
         WKind::Always => true,
         WKind::WithSend => {
@@ -100,7 +100,7 @@ pub fn derived_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u
                 || st.producer_fifo.as_ref().is_some_and(|f| {
                     f.bind(py)
                         .cast::<Fifo>()
-                        .map_or(true, |f| !f.get().is_empty())
+                        .map_or(true, |f| !f.get().is_empty(py))
                 })
         }
     };

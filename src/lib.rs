@@ -8,6 +8,8 @@
 // layer: primitives
 mod names;
 mod calls;
+mod gil_cell;
+mod type_cache;
 mod fd_map;
 mod module_state;
 mod pyobj;

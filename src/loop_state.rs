@@ -299,7 +299,7 @@ impl LoopState {
         };
         if let Some(d) = linked {
             let holder = self.holder.as_ref().map(|h| h.clone_ref(py));
-            self.regs.link(d.get(), fd, holder);
+            self.regs.link(py, d.get(), fd, holder);
         }
         let want = interest(py, obj, self.mode)?;
         self.regs
@@ -317,7 +317,7 @@ impl LoopState {
         ) {
             (Refresh::Skip, _) => return Ok(()),
             (Refresh::Derive(kind), Ok(d)) => {
-                d.get().clear_dirty();
+                d.get().clear_dirty(py);
                 derived_interest(d, kind, self.mode)
             }
             _ => interest(py, obj, self.mode)?,

@@ -263,10 +263,11 @@ pub fn push_virtual(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyBytes>) -> b
     let py = slf.py();
     let fifo_empty_and_connected = |st: &Fields| {
         st.connected
-            && st
-                .producer_fifo
-                .as_ref()
-                .is_some_and(|f| f.bind(py).cast::<Fifo>().is_ok_and(|f| f.get().is_empty()))
+            && st.producer_fifo.as_ref().is_some_and(|f| {
+                f.bind(py)
+                    .cast::<Fifo>()
+                    .is_ok_and(|f| f.get().is_empty(py))
+            })
     };
     let n = data.as_bytes().len();
     queue_exclusive(slf, data.clone().unbind(), n, fifo_empty_and_connected)
@@ -283,11 +284,11 @@ fn queue_exclusive(
     n: usize,
     ready: impl Fn(&Fields) -> bool,
 ) -> bool {
-    let me = slf.get();
+    let (me, py) = (slf.get(), slf.py());
     let mut checked = false;
     loop {
         let exclusive = {
-            let mut st = me.fields();
+            let mut st = me.fields(py);
             if !ready(&st) {
                 return false;
             }
@@ -316,7 +317,11 @@ fn queue_exclusive(
 /// Data was queued: remember it, and for `ac_batch_output = True` have the
 /// dispatch that opened the window send it.
 fn note_queued(slf: &Bound<'_, Dispatcher>) {
-    if !slf.get().queued.swap(true, Ordering::Relaxed) && batch_mode(slf) == BatchMode::Always {
+    // Load and store, not swap: the GIL orders these (no locked instruction).
+    let queued = &slf.get().queued;
+    let was_queued = queued.load(Ordering::Relaxed);
+    queued.store(true, Ordering::Relaxed);
+    if !was_queued && batch_mode(slf) == BatchMode::Always {
         let ch = slf.clone().unbind();
         DISPATCH.with(|d| d.borrow_mut().pending.push(ch));
     }
@@ -332,13 +337,13 @@ pub fn send_after_queue<'py>(
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = slf.py();
     let bytes = match frozen_bytes(data) {
-        Some(b) if slf.get().fields().out_queue.has_room(b.as_bytes().len()) => b,
+        Some(b) if slf.get().fields(py).out_queue.has_room(b.as_bytes().len()) => b,
         _ => {
             flush(slf)?;
             return Ok(None);
         }
     };
-    let queued = slf.get().fields().out_queue.bytes();
+    let queued = slf.get().fields(py).out_queue.bytes();
     match send_queue(slf, Some(&bytes))? {
         Outcome::Sent(sent) => {
             let of_data = sent.saturating_sub(queued);
@@ -394,7 +399,7 @@ fn send_queue(
     let py = slf.py();
     let me = slf.get();
     let queue = {
-        let mut st = me.fields();
+        let mut st = me.fields(py);
         me.queued.store(false, Ordering::Relaxed);
         st.out_queue.take()
     };
@@ -501,7 +506,7 @@ fn put_back(slf: &Bound<'_, Dispatcher>, items: Vec<Py<PyBytes>>, mut sent: usiz
     }
     let fifo = producer_fifo_of(slf)?;
     if let Ok(fifo) = fifo.cast::<Fifo>() {
-        fifo.get().edit(|d| {
+        fifo.get().edit(slf.py(), |d| {
             for item in unsent.into_iter().rev() {
                 d.push_front(item);
             }

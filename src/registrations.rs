@@ -140,8 +140,8 @@ impl Registrations {
     /// Points the channel's link at this loop state (before its interest is
     /// first read, so a change made while reading it is reported). The link
     /// keeps `holder`, the loop state's Python holder, alive (link.rs).
-    pub fn link(&self, channel: &Dispatcher, fd: RawFd, holder: Option<Py<PyAny>>) {
-        channel.attach(&self.shared, fd, holder);
+    pub fn link(&self, py: Python<'_>, channel: &Dispatcher, fd: RawFd, holder: Option<Py<PyAny>>) {
+        channel.attach(py, &self.shared, fd, holder);
     }
 
     /// Makes room for `total` registrations: one allocation of the table now
@@ -411,7 +411,7 @@ fn detach(obj: Option<&Py<PyAny>>, shared: &Arc<LoopShared>) {
     if let Some(obj) = obj {
         Python::attach(|py| {
             if let Ok(d) = obj.bind(py).cast::<Dispatcher>() {
-                d.get().detach(shared);
+                d.get().detach(py, shared);
             }
         });
     }

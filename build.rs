@@ -1,0 +1,5 @@
+//! The interpreter's cfgs (`Py_GIL_DISABLED`...) for our own code, as pyo3
+//! sets them for its own: src/gil_cell.rs is a Mutex on a free-threaded build.
+fn main() {
+    pyo3_build_config::use_pyo3_cfgs();
+}

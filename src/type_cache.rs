@@ -1,0 +1,128 @@
+//! Owns answers about a class that hold until the class or one of its bases
+//! changes, cached by CPython's type version tag: the key of CPython's own
+//! type attribute cache (`_PyType_Lookup`'s method cache in typeobject.c).
+//!
+//! A version tag names one state of one class: tags come from a global
+//! counter and are never reused, and any change to the class or a base
+//! (`PyType_Modified`: attribute assignment or deletion, `__bases__`,
+//! `__getattribute__`...) resets the tag of the class and of every subclass;
+//! CPython gives a new one at the next lookup. So an answer computed from the
+//! class's MRO alone, without running Python code, stays right for as long as
+//! the tag is the same. `channel::class_has_builtin` asks it for every event
+//! (is `readable` ours? `handle_read`? `send`?), about 100 instructions a
+//! question otherwise (benches/instructions.py --breakdown).
+//!
+//! The table is global and read and written with the GIL held (the module
+//! does not declare free-threading support), which orders every access; the
+//! atomics only keep Rust's aliasing rules.
+//!
+//! Uses nothing from the crate.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyString, PyType};
+
+/// Entries in the table (direct-mapped; a collision only recomputes).
+const SLOTS: usize = 64;
+
+struct Slot {
+    tag: AtomicU32,
+    ty: AtomicUsize,
+    first: AtomicUsize,
+    second: AtomicUsize,
+    answer: AtomicU64,
+}
+
+static TABLE: [Slot; SLOTS] = [const {
+    Slot {
+        tag: AtomicU32::new(0),
+        ty: AtomicUsize::new(0),
+        first: AtomicUsize::new(0),
+        second: AtomicUsize::new(0),
+        answer: AtomicU64::new(0),
+    }
+}; SLOTS];
+
+/// `ty`'s version tag while CPython vouches for it, else 0 (none yet, or
+/// the class changed since the last lookup). 3.11 and 3.12 also mark a valid
+/// tag with `Py_TPFLAGS_VALID_VERSION_TAG`; 3.13 dropped the flag and
+/// resets the tag itself to 0, which 3.11 and 3.12 do as well.
+#[cfg(not(feature = "abi3"))]
+fn version_tag(ty: &Bound<'_, PyType>) -> u32 {
+    let t = ty.as_ptr().cast::<ffi::PyTypeObject>();
+    // SAFETY: `ty` is a live type object (a Bound, the GIL held); reading
+    // two fields of it has no effect. Not in the limited API (hence the
+    // abi3 build has no cache).
+    let (tag, flags) = unsafe { ((*t).tp_version_tag, (*t).tp_flags) };
+    if tag == 0 || (flag_required(ty.py()) && flags & ffi::Py_TPFLAGS_VALID_VERSION_TAG == 0) {
+        return 0;
+    }
+    tag
+}
+
+#[cfg(feature = "abi3")]
+fn version_tag(_ty: &Bound<'_, PyType>) -> u32 {
+    0
+}
+
+/// Whether this CPython (3.11, 3.12) still marks valid tags with the flag.
+#[cfg(not(feature = "abi3"))]
+fn flag_required(py: Python<'_>) -> bool {
+    // 0: not known yet; 1: required; 2: not.
+    static REQUIRED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    match REQUIRED.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let required = py.version_info() < (3, 13);
+            REQUIRED.store(if required { 1 } else { 2 }, Ordering::Relaxed);
+            required
+        }
+    }
+}
+
+/// The answer `compute` gives for `ty` and the two names, cached for as long
+/// as `ty` keeps its version tag. `compute` must decide from `ty`'s MRO
+/// alone (its result may not depend on anything else that can change) and
+/// must run no Python code, so that the class cannot change under it.
+/// Answers are u64; `names` are interned (immortal for the process: their
+/// addresses identify them).
+pub fn cached(
+    ty: &Bound<'_, PyType>,
+    names: (&Bound<'_, PyString>, &Bound<'_, PyString>),
+    compute: impl FnOnce() -> u64,
+) -> u64 {
+    let tag = version_tag(ty);
+    if tag == 0 {
+        return compute();
+    }
+    let (ty_id, first, second) = (
+        ty.as_ptr() as usize,
+        names.0.as_ptr() as usize,
+        names.1.as_ptr() as usize,
+    );
+    let slot = &TABLE[slot_index(tag, first, second)];
+    if slot.tag.load(Ordering::Relaxed) == tag
+        && slot.ty.load(Ordering::Relaxed) == ty_id
+        && slot.first.load(Ordering::Relaxed) == first
+        && slot.second.load(Ordering::Relaxed) == second
+    {
+        return slot.answer.load(Ordering::Relaxed);
+    }
+    let answer = compute();
+    // `compute` ran no Python code, so `tag` still names the state it read.
+    slot.tag.store(tag, Ordering::Relaxed);
+    slot.ty.store(ty_id, Ordering::Relaxed);
+    slot.first.store(first, Ordering::Relaxed);
+    slot.second.store(second, Ordering::Relaxed);
+    slot.answer.store(answer, Ordering::Relaxed);
+    answer
+}
+
+fn slot_index(tag: u32, first: usize, second: usize) -> usize {
+    // Names are 16-byte aligned objects: their low bits carry nothing.
+    let mixed = (tag as usize) ^ (first >> 4) ^ (second >> 4).rotate_left(3);
+    mixed % SLOTS
+}
