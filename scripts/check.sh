@@ -33,6 +33,12 @@ for target in x86_64-apple-darwin aarch64-apple-darwin x86_64-unknown-freebsd x8
     PYO3_CROSS_PYTHON_VERSION="$cross_py" cargo clippy --quiet --target "$target" --all-targets -- -D warnings
 done
 
+step "Rust: clippy for a free-threaded CPython 3.14t (compiled, not run: the cfg(Py_GIL_DISABLED) branches)"
+# Not supported (docs/install.rst), but src/gil_cell.rs and src/type_cache.rs have a
+# branch for it that no other build compiles; pyo3 reads the interpreter from the file.
+CARGO_TARGET_DIR=target/free-threaded PYO3_CONFIG_FILE="$PWD/tools/pyo3-free-threaded.cfg" \
+    cargo clippy --quiet -- -D warnings
+
 step "Python: ruff"
 ruff check .
 ruff format --check .

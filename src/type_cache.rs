@@ -20,7 +20,6 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyType};
 
@@ -49,26 +48,29 @@ static TABLE: [Slot; SLOTS] = [const {
 /// the class changed since the last lookup). 3.11 and 3.12 also mark a valid
 /// tag with `Py_TPFLAGS_VALID_VERSION_TAG`; 3.13 dropped the flag and
 /// resets the tag itself to 0, which 3.11 and 3.12 do as well.
-#[cfg(not(feature = "abi3"))]
+#[cfg(not(any(feature = "abi3", Py_GIL_DISABLED)))]
 fn version_tag(ty: &Bound<'_, PyType>) -> u32 {
-    let t = ty.as_ptr().cast::<ffi::PyTypeObject>();
+    let t = ty.as_ptr().cast::<pyo3::ffi::PyTypeObject>();
     // SAFETY: `ty` is a live type object (a Bound, the GIL held); reading
     // two fields of it has no effect. Not in the limited API (hence the
     // abi3 build has no cache).
     let (tag, flags) = unsafe { ((*t).tp_version_tag, (*t).tp_flags) };
-    if tag == 0 || (flag_required(ty.py()) && flags & ffi::Py_TPFLAGS_VALID_VERSION_TAG == 0) {
+    if tag == 0 || (flag_required(ty.py()) && flags & pyo3::ffi::Py_TPFLAGS_VALID_VERSION_TAG == 0)
+    {
         return 0;
     }
     tag
 }
 
-#[cfg(feature = "abi3")]
+/// No cache: the limited API has no version tags, and on a free-threaded
+/// build (not supported) the table would need a lock.
+#[cfg(any(feature = "abi3", Py_GIL_DISABLED))]
 fn version_tag(_ty: &Bound<'_, PyType>) -> u32 {
     0
 }
 
 /// Whether this CPython (3.11, 3.12) still marks valid tags with the flag.
-#[cfg(not(feature = "abi3"))]
+#[cfg(not(any(feature = "abi3", Py_GIL_DISABLED)))]
 fn flag_required(py: Python<'_>) -> bool {
     // 0: not known yet; 1: required; 2: not.
     static REQUIRED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
