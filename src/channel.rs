@@ -281,7 +281,8 @@ impl Dispatcher {
     /// the channel's link keeps alive (link.rs). The bytes objects cannot be
     /// part of a cycle (bytes hold no references; the collector ignores
     /// them), but reporting them costs nothing and keeps this list complete.
-    /// If another thread holds the state's lock, nothing of it is reported:
+    /// If the state is borrowed (the collector ran from inside a borrow, on
+    /// an allocation), nothing of it is reported:
     /// the collector then treats those objects as reachable (no collection,
     /// never a wrong one).
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -265,7 +265,7 @@ impl Fifo {
     }
 
     /// Every item (producers that refer back to their channel, a fifo that
-    /// contains itself...). Nothing if another thread holds the lock.
+    /// contains itself...). Nothing if the items are borrowed (gil_cell.rs).
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         if !self.built.get() {
             return Ok(());

@@ -40,6 +40,14 @@ def echo_classes():
     return Base, Echo
 
 
+def echo_pings(chan_map, peer):
+    """Three echoed pings: the class's answers are cached after these."""
+    for _ in range(3):
+        peer.sendall(b"ping")
+        pump(chan_map, lambda: False, passes=2, timeout=0.01)
+        assert recv_all(peer, 4) == b"ping"
+
+
 def test_base_class_recv_set_and_deleted_between_passes(chan_map):
     # (A late class-level readable/writable is a documented difference:
     # docs/migration.rst, it takes effect at the channel's next map change.)
@@ -47,10 +55,7 @@ def test_base_class_recv_set_and_deleted_between_passes(chan_map):
     a, b = socket.socketpair()
     with b:
         Echo(a, map=chan_map)
-        for _ in range(3):  # warm: recv is dispatcher's own
-            b.sendall(b"ping")
-            pump(chan_map, lambda: False, passes=2, timeout=0.01)
-            assert recv_all(b, 4) == b"ping"
+        echo_pings(chan_map, b)  # warm: recv is dispatcher's own
         Base.recv = lambda self, n: asyncore.dispatcher.recv(self, n).upper()
         b.sendall(b"late")
         pump(chan_map, lambda: False, passes=2, timeout=0.01)
@@ -72,10 +77,7 @@ def test_handle_read_replaced_through_bases_assignment(chan_map):
     a, b = socket.socketpair()
     with b:
         Echo(a, map=chan_map)
-        for _ in range(3):
-            b.sendall(b"ping")
-            pump(chan_map, lambda: False, passes=1, timeout=0.01)
-            assert recv_all(b, 4) == b"ping"
+        echo_pings(chan_map, b)
         Echo.__bases__ = (Other,)
         b.sendall(b"moved")
         assert pump(chan_map, lambda: seen)
@@ -88,10 +90,7 @@ def test_class_send_override_added_late_is_called(chan_map):
     a, b = socket.socketpair()
     with b:
         Echo(a, map=chan_map)
-        for _ in range(3):
-            b.sendall(b"ping")
-            pump(chan_map, lambda: False, passes=1, timeout=0.01)
-            assert recv_all(b, 4) == b"ping"
+        echo_pings(chan_map, b)
 
         def send(self, data):
             sent.append(bytes(data))
