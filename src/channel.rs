@@ -840,8 +840,8 @@ pub fn class_has_builtin(
     private: &Bound<'_, PyString>,
 ) -> bool {
     // Decided from the MRO alone, without running Python code (our_method
-    // reads `dispatcher`'s own dict, which is in every subclass's MRO), so
-    // cached by the class's version tag.
+    // reads `dispatcher`'s own dict, which is in every subclass's MRO, so a
+    // change there resets the subclass's tag too): cached by version tag.
     let answer = crate::type_cache::cached(ty, (public, private), || {
         let ours = our_method(ty.py(), private);
         u64::from(
@@ -853,31 +853,10 @@ pub fn class_has_builtin(
     answer != 0
 }
 
-/// The address of `dispatcher.<private>` (our method object), for identity
-/// tests; NULL if there is none. Cached by the name's address, lock-free:
-/// the names are interned (`intern!`, kept for the process's life) and the
-/// methods live as long as the class.
+/// The address of `dispatcher.<private>` (our method object), for an
+/// identity test made at once; NULL if there is none. Looked up each time:
+/// `class_has_builtin`'s answers are cached by version tag (type_cache.rs),
+/// so this runs only when a class is first seen or has changed.
 fn our_method(py: Python<'_>, private: &Bound<'_, PyString>) -> *mut pyo3::ffi::PyObject {
-    static CACHE: [(AtomicUsize, AtomicUsize); 16] =
-        [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 16];
-    let key = private.as_ptr() as usize;
-    for (k, v) in &CACHE {
-        match k.load(Ordering::Acquire) {
-            0 => break,
-            found if found == key => return v.load(Ordering::Relaxed) as *mut pyo3::ffi::PyObject,
-            _ => {}
-        }
-    }
-    let ptr = crate::calls::class_attr_ptr(&py.get_type::<Dispatcher>(), private);
-    let interned = private
-        .to_cow()
-        .is_ok_and(|s| PyString::intern(py, &s).as_ptr() == private.as_ptr());
-    if interned && !ptr.is_null() {
-        // The GIL serialises writers; readers see the value before the key.
-        if let Some((k, v)) = CACHE.iter().find(|(k, _)| k.load(Ordering::Relaxed) == 0) {
-            v.store(ptr as usize, Ordering::Relaxed);
-            k.store(key, Ordering::Release);
-        }
-    }
-    ptr
+    crate::calls::class_attr_ptr(&py.get_type::<Dispatcher>(), private)
 }

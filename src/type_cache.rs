@@ -55,8 +55,7 @@ fn version_tag(ty: &Bound<'_, PyType>) -> u32 {
     // two fields of it has no effect. Not in the limited API (hence the
     // abi3 build has no cache).
     let (tag, flags) = unsafe { ((*t).tp_version_tag, (*t).tp_flags) };
-    if tag == 0 || (flag_required(ty.py()) && flags & pyo3::ffi::Py_TPFLAGS_VALID_VERSION_TAG == 0)
-    {
+    if tag == 0 || (cfg!(not(Py_3_13)) && flags & pyo3::ffi::Py_TPFLAGS_VALID_VERSION_TAG == 0) {
         return 0;
     }
     tag
@@ -69,28 +68,15 @@ fn version_tag(_ty: &Bound<'_, PyType>) -> u32 {
     0
 }
 
-/// Whether this CPython (3.11, 3.12) still marks valid tags with the flag.
-#[cfg(not(any(feature = "abi3", Py_GIL_DISABLED)))]
-fn flag_required(py: Python<'_>) -> bool {
-    // 0: not known yet; 1: required; 2: not.
-    static REQUIRED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-    match REQUIRED.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let required = py.version_info() < (3, 13);
-            REQUIRED.store(if required { 1 } else { 2 }, Ordering::Relaxed);
-            required
-        }
-    }
-}
-
 /// The answer `compute` gives for `ty` and the two names, cached for as long
 /// as `ty` keeps its version tag. `compute` must decide from `ty`'s MRO
 /// alone (its result may not depend on anything else that can change) and
 /// must run no Python code, so that the class cannot change under it.
 /// Answers are u64; `names` are interned (immortal for the process: their
-/// addresses identify them).
+/// addresses identify them), and the pair names the question: each caller
+/// asks with a pair no other caller uses (`class_has_builtin`: public and
+/// private method name; the one-step push: `initiate_send` and
+/// `ac_out_buffer_size`).
 pub fn cached(
     ty: &Bound<'_, PyType>,
     names: (&Bound<'_, PyString>, &Bound<'_, PyString>),
