@@ -33,6 +33,12 @@ for target in x86_64-apple-darwin aarch64-apple-darwin x86_64-unknown-freebsd x8
     PYO3_CROSS_PYTHON_VERSION="$cross_py" cargo clippy --quiet --target "$target" --all-targets -- -D warnings
 done
 
+step "Rust: clippy for CPython 3.14 (compiled, not run: the cfg(Py_3_12) branches the host's 3.11 skips)"
+# src/dict_watch.rs watches instance dicts on 3.12+ only; the suite runs it on the
+# real interpreters (.ci/run), this lints it wherever the host Python is older.
+CARGO_TARGET_DIR=target/py314 PYO3_CONFIG_FILE="$PWD/tools/pyo3-3.14.cfg" \
+    cargo clippy --quiet -- -D warnings
+
 step "Rust: clippy for a free-threaded CPython 3.14t (compiled, not run: the cfg(Py_GIL_DISABLED) branches)"
 # Not supported (docs/install.rst), but src/gil_cell.rs and src/type_cache.rs have a
 # branch for it that no other build compiles; pyo3 reads the interpreter from the file.

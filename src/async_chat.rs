@@ -5,8 +5,8 @@
 //! tail (CPython re-slices `ac_in_buffer` for every message). The order of
 //! calls and assignments follows CPython 3.11's `handle_read` exactly.
 //!
-//! Uses: calls, channel, dispatcher, errors, fifo, inbuf, names, output_batch, pyobj,
-//! scanner, sockio, type_cache.
+//! Uses: calls, channel, dispatcher, errors, fifo, handler_calls, inbuf, names,
+//! output_batch, pyobj, scanner, sockio, type_cache.
 
 use std::borrow::Cow;
 
@@ -178,11 +178,16 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             return Ok(());
         }
         let term = if get_term_builtin {
-            slf.getattr(names::terminator(py))?
+            crate::channel::instance_attr(slf, names::terminator(py))?
         } else {
             slf.call_method0(names::get_terminator(py))?
         };
-        if !term.is_truthy()? {
+        // Exact bytes (the common terminator) without a call to its __bool__.
+        let truthy = match term.cast_exact::<PyBytes>() {
+            Ok(b) => !b.as_bytes().is_empty(),
+            Err(_) => term.is_truthy()?,
+        };
+        if !truthy {
             // No terminator: collect it all.
             collect(slf, lb, Consume::All)?;
         } else if term.is_instance_of::<PyInt>() {
@@ -236,7 +241,7 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
 /// this message, its pushes may be batched (`ac_batch_output = "pipelined"`).
 fn found_terminator(slf: &Bound<'_, Dispatcher>, more_input: bool) -> PyResult<()> {
     crate::output_batch::pipelined(slf, more_input, || {
-        slf.call_method0(names::found_terminator(slf.py()))
+        crate::handler_calls::call0(slf, names::found_terminator(slf.py()))
     })?;
     Ok(())
 }
@@ -311,7 +316,7 @@ fn collect(slf: &Bound<'_, Dispatcher>, n: usize, then: Consume) -> PyResult<boo
         st.inbuf.begin_callback();
         PyBytes::new(py, &st.inbuf.data()[..n])
     };
-    let r = crate::calls::call_method1(slf, names::collect_incoming_data(py), &data);
+    let r = crate::handler_calls::call1(slf, names::collect_incoming_data(py), &data);
     let mut st = me.fields(py);
     // The callback may have assigned ac_in_buffer; CPython then overwrites
     // it with the slice of the old buffer (unless the callback raised).

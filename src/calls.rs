@@ -184,7 +184,7 @@ pub fn dict_lacks(dict: &Bound<'_, PyDict>, names: &[&Bound<'_, PyString>]) -> b
 ///
 /// # Safety
 /// The GIL is held and `s` is a live exact str.
-unsafe fn str_hash(s: *mut ffi::PyObject) -> ffi::Py_hash_t {
+pub unsafe fn str_hash(s: *mut ffi::PyObject) -> ffi::Py_hash_t {
     // Cached in the object once computed (always, for a dict key or an
     // interned name): read it there (PyASCIIObject's layout is the same in
     // every CPython 3; not in the limited API).

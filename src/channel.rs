@@ -8,8 +8,8 @@
 //! `__dict__`, as in CPython. A subclass may shadow a descriptor with a class
 //! attribute; then the accessors use Python attribute lookup (`is_direct`).
 //!
-//! Uses: calls, errors, fd_map, fifo, gil_cell, inbuf, link, names, pyobj,
-//! type_cache.
+//! Uses: calls, dict_watch, errors, fd_map, fifo, gil_cell, inbuf, link, names,
+//! pyobj, type_cache.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -39,6 +39,10 @@ pub const F_INBUF: u16 = 64;
 pub const F_FIFO: u16 = 128;
 /// The instance `__dict__` pointer is at `dispatcher`'s `tp_dictoffset`.
 const F_DICTPTR: u16 = 256;
+/// Not a class answer: a scan of the instance dict found a name that may be
+/// shadowable (dict_watch.rs), so it is looked up from then on, not scanned
+/// at every check. A bit of `direct` because the object has no spare byte.
+const F_DICT_UNCLEAN: u16 = 0x4000;
 const F_KNOWN: u16 = 0x8000;
 
 #[derive(Default)]
@@ -258,14 +262,33 @@ impl Dispatcher {
 
     /// Whether the Rust fields behind `flag` (one or more bits) are all
     /// authoritative for this object.
+    #[inline]
     pub fn is_direct(slf: &Bound<'_, Self>, flag: u16) -> bool {
         let me = slf.get();
         let mut mask = me.direct.load(Ordering::Relaxed);
         if mask & F_KNOWN == 0 {
-            mask = direct_mask(slf.py(), &slf.get_type()) | F_KNOWN;
+            mask = direct_mask(slf.py(), &slf.get_type()) | F_KNOWN | (mask & F_DICT_UNCLEAN);
             me.direct.store(mask, Ordering::Relaxed);
         }
         mask & flag == flag
+    }
+}
+
+impl crate::dict_watch::ScanMemo for Dispatcher {
+    fn scan_failed(&self) -> bool {
+        self.direct.load(Ordering::Relaxed) & F_DICT_UNCLEAN != 0
+    }
+
+    fn set_scan_failed(&self, failed: bool) {
+        // The GIL orders this with is_direct's store (a load and a store, as
+        // for every field of `direct`).
+        let mask = self.direct.load(Ordering::Relaxed);
+        let mask = if failed {
+            mask | F_DICT_UNCLEAN
+        } else {
+            mask & !F_DICT_UNCLEAN
+        };
+        self.direct.store(mask, Ordering::Relaxed);
     }
 }
 
@@ -435,22 +458,31 @@ enum SlotDict<'py> {
     Dict(Bound<'py, PyDict>),
 }
 
-fn instance_dict<'py>(obj: &Bound<'py, Dispatcher>) -> SlotDict<'py> {
+/// The pointer in `obj`'s instance dict slot (NULL before the dict is
+/// made), without a reference; None when the class keeps the dict elsewhere.
+#[inline]
+fn dict_slot(obj: &Bound<'_, Dispatcher>) -> Option<*mut pyo3::ffi::PyObject> {
     let offset = DICT_OFFSET.load(Ordering::Relaxed);
     if offset == 0 || !Dispatcher::is_direct(obj, F_DICTPTR) {
-        return SlotDict::Elsewhere;
+        return None;
     }
     // SAFETY: `offset` is `dispatcher`'s tp_dictoffset, and F_DICTPTR says
     // `type(obj)` has the same one (checked for its class in direct_mask), so
     // `obj + offset` is inside the object, where CPython keeps the instance
     // dict pointer, or NULL before the dict is made. Read unaligned: the
     // offset comes from a Python attribute, so its alignment is not assumed.
-    let ptr = unsafe {
+    Some(unsafe {
         obj.as_ptr()
             .cast::<u8>()
             .add(offset)
             .cast::<*mut pyo3::ffi::PyObject>()
             .read_unaligned()
+    })
+}
+
+fn instance_dict<'py>(obj: &Bound<'py, Dispatcher>) -> SlotDict<'py> {
+    let Some(ptr) = dict_slot(obj) else {
+        return SlotDict::Elsewhere;
     };
     // SAFETY: a non-NULL slot holds a live dict (`__dict__` assignment
     // accepts only dicts) that `obj` keeps; we take our own reference before
@@ -508,7 +540,11 @@ fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) ->
         SlotDict::Empty => return false,
         // An error in the lookup: can't tell, assume an override.
         // An empty dict is answered without a lookup (about 100 instructions).
-        SlotDict::Dict(d) => return !d.is_empty() && d.contains(name).unwrap_or(true),
+        SlotDict::Dict(d) => {
+            return !d.is_empty()
+                && !crate::dict_watch::lacks(&d, &[name], obj.get())
+                && d.contains(name).unwrap_or(true)
+        }
         SlotDict::Elsewhere => {}
     }
     match obj.getattr(names::dunder_dict(py)) {
@@ -526,9 +562,61 @@ fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) ->
 pub fn instance_dict_lacks(obj: &Bound<'_, Dispatcher>, names: &[&Bound<'_, PyString>]) -> bool {
     match instance_dict(obj) {
         SlotDict::Empty => true,
-        SlotDict::Dict(d) => crate::calls::dict_lacks(&d, names),
+        SlotDict::Dict(d) => {
+            crate::dict_watch::lacks(&d, names, obj.get()) || crate::calls::dict_lacks(&d, names)
+        }
         SlotDict::Elsewhere => false,
     }
+}
+
+/// Whether the instance dict of `obj` surely lacks `names`, known without a
+/// lookup: there is none, it is empty, or it is watched (dict_watch.rs).
+/// False means "look them up".
+#[cfg(not(feature = "abi3"))]
+#[inline]
+pub fn instance_dict_surely_lacks(
+    obj: &Bound<'_, Dispatcher>,
+    names: &[&Bound<'_, PyString>],
+) -> bool {
+    let Some(ptr) = dict_slot(obj) else {
+        return false;
+    };
+    if ptr.is_null() {
+        return true;
+    }
+    // SAFETY: a non-NULL slot holds a live dict that `obj` keeps (see
+    // instance_dict). Borrowed without a reference: dict_watch::lacks runs
+    // no Python code, so nothing can replace or free the dict meanwhile.
+    let Ok(d) = (unsafe { Borrowed::from_ptr(obj.py(), ptr) }).cast::<PyDict>() else {
+        return false;
+    };
+    d.is_empty() || crate::dict_watch::lacks(&d, names, obj.get())
+}
+
+/// `obj.<name>` for a plain instance attribute (asynchat's `terminator`):
+/// when getattr is CPython's generic one and no class along the MRO has the
+/// name (cached by version tag), CPython's lookup is the instance dict's
+/// alone, made here without the generic machinery (half the instructions).
+/// Otherwise, or when the dict lacks it, getattr as before.
+pub fn instance_attr<'py>(
+    obj: &Bound<'py, Dispatcher>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ty = obj.get_type();
+    // The pair (name, "__dict__") is this question's own (type_cache.rs).
+    let dict_only = crate::type_cache::cached(&ty, (name, names::dunder_dict(obj.py())), || {
+        u64::from(
+            crate::calls::generic_getattr(&ty) && crate::calls::class_attr_ptr(&ty, name).is_null(),
+        )
+    });
+    if dict_only != 0 {
+        if let SlotDict::Dict(d) = instance_dict(obj) {
+            if let Ok(Some(v)) = d.get_item(name) {
+                return Ok(v);
+            }
+        }
+    }
+    obj.getattr(name)
 }
 
 /// `obj.<name>`, when reading it runs no Python code: the class attribute is
@@ -554,6 +642,9 @@ fn plain_setting<'py>(
         SlotDict::Empty => return Some(in_class),
         SlotDict::Dict(d) => d,
     };
+    if crate::dict_watch::lacks(&dict, &[name], obj.get()) {
+        return Some(in_class);
+    }
     match dict.get_item(name) {
         Ok(Some(own)) => Some(own),
         Ok(None) => Some(in_class),

@@ -6,8 +6,8 @@
 //! under private names (`_ws_*`, `_ac_*`), each in its own `#[pymethods]`
 //! block beside its logic (pyo3's `multiple-pymethods`).
 //!
-//! Uses: calls, channel, errors, module_state, names, output_batch, pyobj,
-//! socket_map, sockio.
+//! Uses: calls, channel, errors, handler_calls, module_state, names, output_batch,
+//! pyobj, socket_map, sockio.
 
 use pyo3::exceptions::{PyOSError, PyTypeError};
 use pyo3::intern;
@@ -38,7 +38,7 @@ impl Dispatcher {
         if !connected(slf)? && connecting(slf)? {
             slf.call_method0(names::handle_connect_event(py))?;
         }
-        slf.call_method0(names::handle_read(py))?;
+        crate::handler_calls::call0(slf, names::handle_read(py))?;
         Ok(())
     }
 
@@ -53,7 +53,7 @@ impl Dispatcher {
         if !connected(slf)? && connecting(slf)? {
             slf.call_method0(names::handle_connect_event(py))?;
         }
-        slf.call_method0(names::handle_write(py))?;
+        crate::handler_calls::call0(slf, names::handle_write(py))?;
         Ok(())
     }
 }

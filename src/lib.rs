@@ -10,6 +10,7 @@ mod names;
 mod calls;
 mod gil_cell;
 mod type_cache;
+mod dict_watch;
 mod fd_map;
 mod module_state;
 mod pyobj;
@@ -26,6 +27,7 @@ mod link;
 // layer: channel
 mod fifo;
 mod channel;
+mod handler_calls;
 
 // layer: classes
 mod output_batch;

@@ -12,8 +12,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 
 macro_rules! names {
-    ($($f:ident = $s:literal,)*) => {
+    ($($(#[$attr:meta])* $f:ident = $s:literal,)*) => {
         $(
+            $(#[$attr])*
             #[inline]
             pub fn $f(py: Python<'_>) -> &Bound<'_, PyString> {
                 intern!(py, $s)
@@ -56,6 +57,9 @@ names! {
     _disconnected = "_DISCONNECTED",
     dunder_dict = "__dict__",
     dunder_dictoffset = "__dictoffset__",
+    // handler_calls.rs's cache key; the abi3 build calls through getattr.
+    #[cfg(not(feature = "abi3"))]
+    dunder_func = "__func__",
     dunder_module = "__module__",
     dunder_mro = "__mro__",
     dunder_qualname = "__qualname__",

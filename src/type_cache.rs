@@ -18,13 +18,14 @@
 //!
 //! Uses nothing from the crate.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyString, PyType};
 
-/// Entries in the table (direct-mapped; a collision only recomputes).
-const SLOTS: usize = 64;
+/// Entries in the table (two-way set-associative, a power of two; a miss
+/// only recomputes).
+const SLOTS: usize = 256;
 
 struct Slot {
     tag: AtomicU32,
@@ -32,6 +33,8 @@ struct Slot {
     first: AtomicUsize,
     second: AtomicUsize,
     answer: AtomicU64,
+    /// In the first slot of a pair: the pair's last write went there.
+    fresh: AtomicBool,
 }
 
 static TABLE: [Slot; SLOTS] = [const {
@@ -41,6 +44,7 @@ static TABLE: [Slot; SLOTS] = [const {
         first: AtomicUsize::new(0),
         second: AtomicUsize::new(0),
         answer: AtomicU64::new(0),
+        fresh: AtomicBool::new(false),
     }
 }; SLOTS];
 
@@ -91,16 +95,30 @@ pub fn cached(
         names.0.as_ptr() as usize,
         names.1.as_ptr() as usize,
     );
-    let slot = &TABLE[slot_index(tag, first, second)];
-    if slot.tag.load(Ordering::Relaxed) == tag
-        && slot.ty.load(Ordering::Relaxed) == ty_id
-        && slot.first.load(Ordering::Relaxed) == first
-        && slot.second.load(Ordering::Relaxed) == second
-    {
-        return slot.answer.load(Ordering::Relaxed);
+    let matches = |slot: &Slot| {
+        slot.tag.load(Ordering::Relaxed) == tag
+            && slot.ty.load(Ordering::Relaxed) == ty_id
+            && slot.first.load(Ordering::Relaxed) == first
+            && slot.second.load(Ordering::Relaxed) == second
+    };
+    // Two-way: the pair of slots `i & !1` and `i | 1`.
+    let i = slot_index(tag, first, second);
+    let (a, b) = (&TABLE[i & !1], &TABLE[i | 1]);
+    for slot in [a, b] {
+        if matches(slot) {
+            return slot.answer.load(Ordering::Relaxed);
+        }
     }
     let answer = compute();
     // `compute` ran no Python code, so `tag` still names the state it read.
+    // The new entry goes where the older one was (`fresh` points at the
+    // slot written last).
+    let slot = if a.fresh.load(Ordering::Relaxed) {
+        b
+    } else {
+        a
+    };
+    a.fresh.store(std::ptr::eq(slot, a), Ordering::Relaxed);
     slot.tag.store(tag, Ordering::Relaxed);
     slot.ty.store(ty_id, Ordering::Relaxed);
     slot.first.store(first, Ordering::Relaxed);
@@ -110,7 +128,10 @@ pub fn cached(
 }
 
 fn slot_index(tag: u32, first: usize, second: usize) -> usize {
-    // Names are 16-byte aligned objects: their low bits carry nothing.
-    let mixed = (tag as usize) ^ (first >> 4) ^ (second >> 4).rotate_left(3);
-    mixed % SLOTS
+    // Multiplicative mixing (the names are objects at nearby addresses, the
+    // tags small consecutive numbers): the top bits of the product.
+    let mixed = (u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        ^ (first as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+        ^ (second as u64).wrapping_mul(0x1656_67B1_9E37_79F9);
+    (mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SLOTS.trailing_zeros())) as usize
 }

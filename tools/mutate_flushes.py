@@ -1,10 +1,12 @@
-"""Mutation check of async_chat's output batching (src/output_batch.rs).
+"""Mutation check of the hot path's guards: async_chat's output batching
+(src/output_batch.rs), the class answers cached by version tag, the watched
+instance dicts and the direct calls of the handler's methods.
 
-Removes each flush point and each guard of the virtual send in turn, rebuilds
-the extension in a scratch copy of the tree, and runs the batching tests and
-the differential test: every mutation must make a test fail. Not run by the
-test command (one release build per mutation); run it after changing the
-batching code:
+Removes each flush point and each guard in turn, rebuilds the extension in a
+scratch copy of the tree, and runs the batching, shadowing and differential
+tests: every mutation must make a test fail. Not run by the test command (one
+release build per mutation); run it after changing that code, with CPython
+3.12+ for the dict-watcher entries (3.11 has no watchers and skips them):
 
     python tools/mutate_flushes.py [NAME ...]
 
@@ -155,13 +157,73 @@ MUTATIONS = {
         "    if tag == 0 {\n        return compute();\n    }\n",
         "    if tag == 0 {\n        return compute();\n    }\n    let tag = 1u32;\n",
     ),
+    # Instance dicts watched for shadowing names (src/dict_watch.rs, 3.12+:
+    # on 3.11 these four are reported as skipped), the handler's methods
+    # called as the functions CPython would find (src/handler_calls.rs), and
+    # the terminator read from the instance dict (tests/test_instance_shadowing.py).
+    "watcher: marks a dict on a shadowing key": (
+        "src/dict_watch.rs",
+        "            EVENT_ADDED if key.is_null() || may_be_shadowable(key) => {",
+        "            EVENT_ADDED if false => {",
+        # The start-up probe would turn the watcher off: that guard too.
+        "        plain_key_kept && shadow_caught && !is_watched(&d, id)",
+        "        plain_key_kept",
+    ),
+    "watcher: marks a dict on a clone": (
+        "src/dict_watch.rs",
+        "            EVENT_CLONED => {\n                edit_marks(|m| m.insert(addr));\n            }",
+        "            EVENT_CLONED => {}",
+    ),
+    "watcher: a marked dict is not vouched for": (
+        "src/dict_watch.rs",
+        "        if is_watched(dict, id) && MARKED_COUNT.load(Ordering::Relaxed) == 0 {",
+        "        if is_watched(dict, id) {",
+        "        is_watched(dict, id) && !take_mark_if_any(dict, id)",
+        "        is_watched(dict, id)",
+        "        plain_key_kept && shadow_caught && !is_watched(&d, id)",
+        "        plain_key_kept",
+    ),
+    "watcher: a key that is not an exact str may shadow": (
+        "src/dict_watch.rs",
+        "        ffi::PyUnicode_CheckExact(key) == 0 || in_set(str_hash(key))",
+        "        ffi::PyUnicode_CheckExact(key) != 0 && in_set(str_hash(key))",
+    ),
+    "watcher: scans a dict before watching it": (
+        "src/dict_watch.rs",
+        "                if may_be_shadowable(key) {",
+        "                if may_be_shadowable(key) && false {",
+    ),
+    "handler call: instance dict lacks the name": (
+        "src/handler_calls.rs",
+        "    (f != 0 && crate::channel::instance_dict_surely_lacks(obj, &[name]))",
+        "    (f != 0)",
+    ),
+    "handler call: a plain function": (
+        "src/handler_calls.rs",
+        "!f.is_null() && unsafe { pyo3::ffi::PyFunction_Check(f) } != 0",
+        "!f.is_null()",
+    ),
+    "terminator read: no class attribute": (
+        "src/channel.rs",
+        "crate::calls::generic_getattr(&ty) && crate::calls::class_attr_ptr(&ty, name).is_null(),",
+        "true,",
+    ),
+    "setting read: watched dict lacks it": (
+        "src/channel.rs",
+        "    if crate::dict_watch::lacks(&dict, &[name], obj.get()) {\n        return Some(in_class);",
+        "    if true {\n        return Some(in_class);",
+    ),
 }
+
+# Mutations of code that runs only on CPython 3.12+ (dict watchers).
+NEEDS_312 = {name for name in MUTATIONS if name.startswith("watcher:")}
 
 TESTS = [
     "tests/test_asynchat_batching.py",
     "tests/test_asynchat_output_differential.py",
     "tests/test_lines_fastpath.py",
     "tests/test_class_changes.py",
+    "tests/test_instance_shadowing.py",
 ]
 
 
@@ -182,16 +244,25 @@ def main(names):
     )
     env = dict(os.environ, VIRTUAL_ENV=str(env_dir), PATH=f"{env_dir / 'bin'}:{os.environ['PATH']}")
     missed = 0
-    for name, (path, old, new) in MUTATIONS.items():
+    for name, (path, *edits) in MUTATIONS.items():
         if names and name not in names:
+            continue
+        if name in NEEDS_312 and sys.version_info < (3, 12):
+            print(f"{name}: SKIPPED (the code runs on CPython 3.12+; run this with one)")
             continue
         f = tree / path
         orig = f.read_text()
-        if orig.count(old) != 1:
+        mutated, missing = orig, False
+        for old, new in zip(edits[::2], edits[1::2], strict=True):
+            missing = mutated.count(old) != 1
+            if missing:
+                break
+            mutated = mutated.replace(old, new)
+        if missing:
             print(f"{name}: the text to remove is not in {path} once; update this script")
             missed += 1
             continue
-        f.write_text(orig.replace(old, new))
+        f.write_text(mutated)
         try:
             build = subprocess.run(
                 ["maturin", "develop", "-r", "-q"],
