@@ -536,6 +536,9 @@ pub fn release_unused_dict(obj: &Bound<'_, Dispatcher>) {
 /// Whether the instance dict of `obj` has the key `name` (an exact str).
 fn instance_dict_has(obj: &Bound<'_, Dispatcher>, name: &Bound<'_, PyString>) -> bool {
     let py = obj.py();
+    if dict_slot(obj).is_some_and(<*mut pyo3::ffi::PyObject>::is_null) {
+        return false; // no dict made (a channel that stores nothing in it)
+    }
     match instance_dict(obj) {
         SlotDict::Empty => return false,
         // An error in the lookup: can't tell, assume an override.
@@ -920,7 +923,12 @@ pub fn has_builtin(
     public: &Bound<'_, PyString>,
     private: &Bound<'_, PyString>,
 ) -> bool {
-    class_has_builtin(&obj.get_type(), public, private) && !instance_dict_has(obj, public)
+    // SAFETY: an object's type is alive while the object is; borrowed
+    // without a reference for the lookup, which runs no Python code.
+    let ty = unsafe {
+        pyo3::Borrowed::from_ptr(obj.py(), obj.get_type_ptr().cast()).cast_unchecked::<PyType>()
+    };
+    class_has_builtin(&ty, public, private) && !instance_dict_has(obj, public)
 }
 
 /// The class half of `has_builtin`: instances of `ty` read `<public>` as

@@ -49,17 +49,20 @@ pub fn is_plain(py: Python<'_>, sock: &Bound<'_, PyAny>) -> bool {
 
 /// The fd of `sock` if it is exactly `socket.socket` and open.
 pub fn plain_fd(py: Python<'_>, sock: &Bound<'_, PyAny>) -> Option<RawFd> {
+    // FD_FIELD_TYPE is only ever set below, for a type is_plain accepted
+    // (the real socket.socket): the same type needs neither check again.
+    #[cfg(unix)]
+    if sock.get_type_ptr() as usize == FD_FIELD_TYPE.load(Ordering::Relaxed) {
+        // SAFETY: `sock`'s exact type is one whose objects were checked to
+        // be `_socket.socket`s with the fd where read_fd_field looks.
+        let fd = unsafe { read_fd_field(sock) };
+        return (fd >= 0).then_some(fd);
+    }
     if !is_plain(py, sock) {
         return None;
     }
     #[cfg(unix)]
-    let fd = if sock.get_type().as_ptr() as usize == FD_FIELD_TYPE.load(Ordering::Relaxed) {
-        // SAFETY: `sock`'s exact type is one whose objects were checked to
-        // be `_socket.socket`s with the fd where read_fd_field looks.
-        unsafe { read_fd_field(sock) }
-    } else {
-        fileno_checking_layout(py, sock)?
-    };
+    let fd = fileno_checking_layout(py, sock)?;
     #[cfg(windows)]
     let fd = call_fileno(py, sock)?;
     (fd >= 0).then_some(fd)
