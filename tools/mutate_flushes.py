@@ -171,7 +171,9 @@ MUTATIONS = {
     ),
     "watcher: marks a dict on a clone": (
         "src/dict_watch.rs",
-        "            EVENT_CLONED => {\n                edit_marks(|m| m.insert(addr));\n            }",
+        "            EVENT_CLONED => {\n"
+        "                edit_marks(|m| m.insert(addr));\n"
+        "            }",
         "            EVENT_CLONED => {}",
     ),
     "watcher: a marked dict is not vouched for": (
@@ -210,7 +212,8 @@ MUTATIONS = {
     ),
     "setting read: watched dict lacks it": (
         "src/channel.rs",
-        "    if crate::dict_watch::lacks(&dict, &[name], obj.get()) {\n        return Some(in_class);",
+        "    if crate::dict_watch::lacks(&dict, &[name], obj.get()) {\n"
+        "        return Some(in_class);",
         "    if true {\n        return Some(in_class);",
     ),
 }
