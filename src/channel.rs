@@ -588,9 +588,10 @@ pub fn instance_dict_surely_lacks(
         return true;
     }
     // SAFETY: a non-NULL slot holds a live dict that `obj` keeps (see
-    // instance_dict). Borrowed without a reference: dict_watch::lacks runs
-    // no Python code, so nothing can replace or free the dict meanwhile.
-    let Ok(d) = (unsafe { Borrowed::from_ptr(obj.py(), ptr) }).cast::<PyDict>() else {
+    // instance_dict); we take our own reference at once, so that nothing
+    // dict_watch::lacks does (its first call registers the watcher) can
+    // free it under us.
+    let Ok(d) = (unsafe { Bound::from_borrowed_ptr(obj.py(), ptr) }).cast_into::<PyDict>() else {
         return false;
     };
     d.is_empty() || crate::dict_watch::lacks(&d, names, obj.get())

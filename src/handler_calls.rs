@@ -55,6 +55,11 @@ fn plain_function(
     obj: &Bound<'_, Dispatcher>,
     name: &Bound<'_, PyString>,
 ) -> Option<*mut pyo3::ffi::PyObject> {
+    // The instance half first: without a watcher (3.11) a channel with a
+    // dict has no fast path, and this answers that in a few instructions.
+    if !crate::channel::instance_dict_surely_lacks(obj, &[name]) {
+        return None;
+    }
     // SAFETY: an object's type is alive while the object is; borrowed
     // without a reference for the lookup below, which runs no Python code.
     let ty = unsafe {
@@ -76,8 +81,7 @@ fn plain_function(
             0
         }
     });
-    (f != 0 && crate::channel::instance_dict_surely_lacks(obj, &[name]))
-        .then_some(f as *mut pyo3::ffi::PyObject)
+    (f != 0).then_some(f as *mut pyo3::ffi::PyObject)
 }
 
 #[cfg(not(feature = "abi3"))]

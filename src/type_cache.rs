@@ -80,7 +80,9 @@ fn version_tag(_ty: &Bound<'_, PyType>) -> u32 {
 /// addresses identify them), and the pair names the question: each caller
 /// asks with a pair no other caller uses (`class_has_builtin`: public and
 /// private method name; the one-step push: `initiate_send` and
-/// `ac_out_buffer_size`).
+/// `ac_out_buffer_size`; handler_calls: the method name and `__func__`, the
+/// answer the function's address, which the class keeps alive while its tag
+/// holds; `channel::instance_attr`: the name and `__dict__`).
 pub fn cached(
     ty: &Bound<'_, PyType>,
     names: (&Bound<'_, PyString>, &Bound<'_, PyString>),

@@ -197,8 +197,8 @@ MUTATIONS = {
     ),
     "handler call: instance dict lacks the name": (
         "src/handler_calls.rs",
-        "    (f != 0 && crate::channel::instance_dict_surely_lacks(obj, &[name]))",
-        "    (f != 0)",
+        "    if !crate::channel::instance_dict_surely_lacks(obj, &[name]) {",
+        "    if false {",
     ),
     "handler call: a plain function": (
         "src/handler_calls.rs",
