@@ -156,15 +156,7 @@ mod imp {
         owner: &impl ScanMemo,
     ) -> bool {
         let id = WATCHER.load(Ordering::Relaxed);
-        // What the watch vouches for: only the shadowable names. (Every
-        // caller passes one; a name that is not would be looked up.)
-        // SAFETY: the names are live exact strs (interned); str_hash reads
-        // their cached hash.
-        if id < 0
-            || !names
-                .iter()
-                .all(|n| in_set(unsafe { str_hash(n.as_ptr()) }))
-        {
+        if id < 0 || !all_shadowable(names) {
             return id == -2 && lacks_slow(dict, names, owner);
         }
         if is_watched(dict, id) && MARKED_COUNT.load(Ordering::Relaxed) == 0 {
@@ -185,11 +177,7 @@ mod imp {
         let Some(id) = watcher(dict.py()) else {
             return false;
         };
-        // SAFETY: as in `lacks`.
-        if !names
-            .iter()
-            .all(|n| in_set(unsafe { str_hash(n.as_ptr()) }))
-        {
+        if !all_shadowable(names) {
             return false;
         }
         if vouched(dict, id) {
@@ -201,6 +189,17 @@ mod imp {
         let clean = watch_if_clean(dict, id);
         owner.set_scan_failed(!clean);
         clean
+    }
+
+    /// What the watch vouches for: only the shadowable names. (Every caller
+    /// passes one; a name that is not would be looked up.)
+    #[inline]
+    fn all_shadowable(names: &[&Bound<'_, PyString>]) -> bool {
+        // SAFETY: the names are live exact strs (interned); str_hash reads
+        // their cached hash.
+        names
+            .iter()
+            .all(|n| in_set(unsafe { str_hash(n.as_ptr()) }))
     }
 
     /// Watched and not marked: holds no shadowable name.

@@ -14,7 +14,7 @@
 //! a staticmethod, an instance attribute, a dict not watched) goes through
 //! `PyObject_VectorcallMethod` as before.
 //!
-//! Uses: calls, channel, names, type_cache.
+//! Uses: calls, channel, names, pyobj, type_cache.
 
 use pyo3::prelude::*;
 use pyo3::types::PyString;
@@ -60,12 +60,7 @@ fn plain_function(
     if !crate::channel::instance_dict_surely_lacks(obj, &[name]) {
         return None;
     }
-    // SAFETY: an object's type is alive while the object is; borrowed
-    // without a reference for the lookup below, which runs no Python code.
-    let ty = unsafe {
-        Borrowed::from_ptr(obj.py(), obj.get_type_ptr().cast())
-            .cast_unchecked::<pyo3::types::PyType>()
-    };
+    let ty = crate::pyobj::type_of(obj);
     // Decided from the MRO alone, running no Python code: cached by tag
     // (the pair (name, "__func__") is this question's own).
     let f = crate::type_cache::cached(&ty, (name, crate::names::dunder_func(obj.py())), || {

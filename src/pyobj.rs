@@ -1,12 +1,21 @@
 //! Owns small helpers for Python objects that several layers need: slices,
-//! default argument values, and the lock `__traverse__` may take.
+//! default argument values, an object's type without a reference, and the
+//! lock `__traverse__` may take.
 //!
 //! Uses nothing from the crate.
 
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBytes, PyString, PyType};
+
+/// `type(obj)`, borrowed: no reference counted, for a lookup that runs no
+/// Python code while `obj` is held (the hot path's class questions).
+pub fn type_of<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Borrowed<'a, 'py, PyType> {
+    // SAFETY: an object's type is alive while the object is, and `obj` is
+    // held for 'a; Py_TYPE is always a type object.
+    unsafe { Borrowed::from_ptr(obj.py(), obj.get_type_ptr().cast()).cast_unchecked::<PyType>() }
+}
 
 /// A default argument value (defaults are built when a call omits them).
 pub fn py_str(s: &str) -> Py<PyAny> {
