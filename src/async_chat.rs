@@ -22,6 +22,7 @@ use crate::channel::{
 use crate::dispatcher::{dispatcher_init, dispatcher_send};
 use crate::errors::{call_in_except, errno_of, is_disconnect};
 use crate::fifo::{self, Fifo};
+use crate::handler_calls::{call0_kept, call1_kept, Resolved};
 use crate::inbuf::Consume;
 use crate::names;
 use crate::output_batch;
@@ -162,10 +163,21 @@ fn recv_failed(slf: &Bound<'_, Dispatcher>, e: PyErr) -> PyResult<bool> {
     }
 }
 
+/// The handler methods the scan calls per message, as last found, kept
+/// across the messages of one read (see handler_calls::Resolved).
+#[derive(Default)]
+struct ScanCalls {
+    collect: Resolved,
+    found: Resolved,
+    /// For `channel::instance_attr` of `terminator`.
+    terminator: u32,
+}
+
 /// The messages of the input buffer, one by one.
 fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     let py = slf.py();
     let me = slf.get();
+    let calls = &mut ScanCalls::default();
     let get_term_builtin = has_builtin(
         slf,
         names::get_terminator(py),
@@ -178,7 +190,7 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             return Ok(());
         }
         let term = if get_term_builtin {
-            crate::channel::instance_attr(slf, names::terminator(py))?
+            crate::channel::instance_attr(slf, names::terminator(py), &mut calls.terminator)?
         } else {
             slf.call_method0(names::get_terminator(py))?
         };
@@ -189,9 +201,9 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
         };
         if !truthy {
             // No terminator: collect it all.
-            collect(slf, lb, Consume::All)?;
+            collect(slf, lb, Consume::All, calls)?;
         } else if term.is_instance_of::<PyInt>() {
-            scan_count(slf, &term, lb)?;
+            scan_count(slf, &term, lb, calls)?;
         } else {
             let reuse = compiled.as_ref().is_some_and(|(o, _)| o.bind(py).is(&term));
             if !reuse {
@@ -206,20 +218,20 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
                 Scan::Found(index) => {
                     let more_input = if index > 0 {
                         // Don't report the empty string (CPython: "source of subtle bugs").
-                        collect(slf, index, Consume::Front(index + tlen))?
+                        collect(slf, index, Consume::Front(index + tlen), calls)?
                     } else {
                         me.fields(py).inbuf.consume(&Consume::Front(tlen))
                     };
-                    found_terminator(slf, more_input)?;
+                    found_terminator(slf, more_input, calls)?;
                 }
                 Scan::PrefixAtEnd(keep) => {
                     if keep != lb {
-                        collect(slf, lb - keep, Consume::Front(lb - keep))?;
+                        collect(slf, lb - keep, Consume::Front(lb - keep), calls)?;
                     }
                     return Ok(());
                 }
                 Scan::Nothing => {
-                    collect(slf, lb, Consume::All)?;
+                    collect(slf, lb, Consume::All, calls)?;
                 }
             }
         }
@@ -239,9 +251,13 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
 
 /// `self.found_terminator()`. While more received input is buffered behind
 /// this message, its pushes may be batched (`ac_batch_output = "pipelined"`).
-fn found_terminator(slf: &Bound<'_, Dispatcher>, more_input: bool) -> PyResult<()> {
+fn found_terminator(
+    slf: &Bound<'_, Dispatcher>,
+    more_input: bool,
+    calls: &mut ScanCalls,
+) -> PyResult<()> {
     crate::output_batch::pipelined(slf, more_input, || {
-        crate::handler_calls::call0(slf, names::found_terminator(slf.py()))
+        call0_kept(slf, names::found_terminator(slf.py()), &mut calls.found)
     })?;
     Ok(())
 }
@@ -249,7 +265,12 @@ fn found_terminator(slf: &Bound<'_, Dispatcher>, more_input: bool) -> PyResult<(
 /// An int terminator: collect up to that many bytes, counting down. A
 /// negative count (only possible by assigning `self.terminator` directly) is a
 /// negative slice index, as in CPython.
-fn scan_count(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>, lb: usize) -> PyResult<()> {
+fn scan_count(
+    slf: &Bound<'_, Dispatcher>,
+    term: &Bound<'_, PyAny>,
+    lb: usize,
+    calls: &mut ScanCalls,
+) -> PyResult<()> {
     let py = slf.py();
     let n: i128 = term.extract::<i64>().map_or_else(
         |_| {
@@ -262,7 +283,7 @@ fn scan_count(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>, lb: usize) -
         i128::from,
     );
     if (lb as i128) < n {
-        collect(slf, lb, Consume::All)?;
+        collect(slf, lb, Consume::All, calls)?;
         let left = slf.getattr(names::terminator(py))?.sub(lb)?;
         slf.setattr(names::terminator(py), left)
     } else {
@@ -273,19 +294,19 @@ fn scan_count(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>, lb: usize) -
             (lb as i128 + n).max(0) as usize
         };
         let more_input = if cut > 0 {
-            collect(slf, cut, Consume::Front(cut))?
+            collect(slf, cut, Consume::Front(cut), calls)?
         } else {
-            collect_empty(slf)?
+            collect_empty(slf, calls)?
         };
         slf.setattr(names::terminator(py), 0)?;
-        found_terminator(slf, more_input)
+        found_terminator(slf, more_input, calls)
     }
 }
 
 /// `self.collect_incoming_data(b'')` (a count that cuts nothing).
 #[cold]
-fn collect_empty(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
-    collect(slf, 0, Consume::Front(0))
+fn collect_empty(slf: &Bound<'_, Dispatcher>, calls: &mut ScanCalls) -> PyResult<bool> {
+    collect(slf, 0, Consume::Front(0), calls)
 }
 
 /// A bytes terminator, or the TypeError CPython's `bytes.find` raises.
@@ -308,7 +329,12 @@ fn compile(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>) -> PyResult<Ter
 /// `self.collect_incoming_data(buf[:n])`, then CPython's assignment to
 /// `self.ac_in_buffer` computed from the buffer as it was before the call.
 /// Returns whether input is left in the buffer.
-fn collect(slf: &Bound<'_, Dispatcher>, n: usize, then: Consume) -> PyResult<bool> {
+fn collect(
+    slf: &Bound<'_, Dispatcher>,
+    n: usize,
+    then: Consume,
+    calls: &mut ScanCalls,
+) -> PyResult<bool> {
     let py = slf.py();
     let me = slf.get();
     let data = {
@@ -316,7 +342,12 @@ fn collect(slf: &Bound<'_, Dispatcher>, n: usize, then: Consume) -> PyResult<boo
         st.inbuf.begin_callback();
         PyBytes::new(py, &st.inbuf.data()[..n])
     };
-    let r = crate::handler_calls::call1(slf, names::collect_incoming_data(py), &data);
+    let r = call1_kept(
+        slf,
+        names::collect_incoming_data(py),
+        &data,
+        &mut calls.collect,
+    );
     let mut st = me.fields(py);
     // The callback may have assigned ac_in_buffer; CPython then overwrites
     // it with the slice of the old buffer (unless the callback raised).

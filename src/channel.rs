@@ -589,23 +589,50 @@ pub fn instance_dict_surely_lacks(
     }
 }
 
+/// Whether the instance dict of `obj` is none, empty, or watched and
+/// unmarked (dict_watch.rs): then it holds no shadowable name. For a caller
+/// that checked its name with `instance_dict_surely_lacks` before; read
+/// from the slot without taking a reference (called per message).
+#[cfg(not(feature = "abi3"))]
+#[inline]
+pub fn instance_dict_still_vouched(obj: &Bound<'_, Dispatcher>) -> bool {
+    match dict_slot(obj) {
+        None => false,
+        Some(d) if d.is_null() => true,
+        // SAFETY: a non-NULL slot holds a live dict (`__dict__` assignment
+        // accepts only dicts) that `obj` keeps; nothing runs in between.
+        Some(d) => unsafe { crate::dict_watch::still_vouched(d) },
+    }
+}
+
 /// `obj.<name>` for a plain instance attribute (asynchat's `terminator`):
 /// when getattr is CPython's generic one and no class along the MRO has the
 /// name (cached by version tag), CPython's lookup is the instance dict's
 /// alone, made here without the generic machinery (half the instructions).
-/// Otherwise, or when the dict lacks it, getattr as before.
+/// Otherwise, or when the dict lacks it, getattr as before. `kept` is the
+/// caller's (see below), 0 at first, only ever used with this `name`.
 pub fn instance_attr<'py>(
     obj: &Bound<'py, Dispatcher>,
     name: &Bound<'py, PyString>,
+    kept: &mut u32,
 ) -> PyResult<Bound<'py, PyAny>> {
     let ty = crate::pyobj::type_of(obj);
-    // The pair (name, "__dict__") is this question's own (type_cache.rs).
-    let dict_only = crate::type_cache::cached(&ty, (name, names::dunder_dict(obj.py())), || {
-        u64::from(
-            crate::calls::generic_getattr(&ty) && crate::calls::class_attr_ptr(&ty, name).is_null(),
-        )
-    });
-    if dict_only != 0 {
+    // `kept`: the version tag for which the answer was last yes (0: none),
+    // so that a caller reading the name per message probes the cache once.
+    let tag = crate::type_cache::version_tag(&ty);
+    let dict_only = (tag != 0 && tag == *kept) || {
+        // The pair (name, "__dict__") is this question's own (type_cache.rs).
+        let yes = crate::type_cache::cached(&ty, (name, names::dunder_dict(obj.py())), || {
+            u64::from(
+                crate::calls::generic_getattr(&ty)
+                    && crate::calls::class_attr_ptr(&ty, name).is_null(),
+            )
+        }) != 0;
+        // Nothing ran Python code since `tag` was read.
+        *kept = if yes { tag } else { 0 };
+        yes
+    };
+    if dict_only {
         if let SlotDict::Dict(d) = instance_dict(obj) {
             if let Ok(Some(v)) = d.get_item(name) {
                 return Ok(v);

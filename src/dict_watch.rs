@@ -50,6 +50,17 @@ pub fn lacks(
     imp::lacks(dict, names, owner)
 }
 
+/// Whether `dict` is empty, or watched while no dict is marked: it holds
+/// none of the shadowable names (for a caller whose names `lacks` checked
+/// before).
+///
+/// # Safety
+/// The GIL is held and `dict` is a live dict (or dict subclass) object.
+#[inline]
+pub unsafe fn still_vouched(dict: *mut pyo3::ffi::PyObject) -> bool {
+    imp::still_vouched(dict)
+}
+
 /// Where the object that holds an instance dict remembers that a scan of
 /// it found a name that may be shadowable.
 // Only called where there are watchers.
@@ -66,7 +77,7 @@ pub trait ScanMemo {
 mod imp {
     use std::collections::HashSet;
     use std::ffi::c_int;
-    use std::sync::atomic::{AtomicI32, AtomicIsize, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicI32, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Mutex, PoisonError};
 
     use pyo3::ffi;
@@ -115,9 +126,14 @@ mod imp {
     static MARKED: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
     static MARKED_COUNT: AtomicUsize = AtomicUsize::new(0);
 
-    /// Open-addressed set of the shadowable names' hashes (0 = empty slot).
-    const SET_SLOTS: usize = 128;
+    /// The shadowable names' hashes (0 = empty slot), each in a slot of its
+    /// own: `slot_of` takes the top bits of the hash times MULTIPLIER, which
+    /// `register` picks so that no two names share a slot. A test is then
+    /// one probe (a probing loop cost about 23 instructions a name; the
+    /// push path asks for three names per message).
+    const SET_SLOTS: usize = 256;
     static HASHES: [AtomicIsize; SET_SLOTS] = [const { AtomicIsize::new(0) }; SET_SLOTS];
+    static MULTIPLIER: AtomicU64 = AtomicU64::new(0);
 
     /// Most keys a dict may have for the scan (a larger one is not watched).
     const SCAN_KEYS: isize = 64;
@@ -163,6 +179,21 @@ mod imp {
             return true;
         }
         lacks_slow(dict, names, owner)
+    }
+
+    /// # Safety
+    /// As for `super::still_vouched`.
+    #[inline]
+    pub unsafe fn still_vouched(dict: *mut ffi::PyObject) -> bool {
+        let head = dict.cast::<DictHead>();
+        let id = WATCHER.load(Ordering::Relaxed);
+        // SAFETY (caller): a live dict, which on these versions starts with
+        // DictHead (checked by `probe` before the watcher is used; `id` is
+        // negative until then).
+        (*head).ma_used == 0
+            || (id >= 0
+                && (*head).watcher_tag & (1 << id) != 0
+                && MARKED_COUNT.load(Ordering::Relaxed) == 0)
     }
 
     /// `lacks` the first time (registering the watcher), for a dict not
@@ -314,9 +345,13 @@ mod imp {
 
     #[cold]
     fn register(py: Python<'_>) -> c_int {
-        for name in shadowable(py) {
-            // SAFETY: interned exact strs, alive for the process.
-            insert(unsafe { str_hash(name.as_ptr()) });
+        // SAFETY: interned exact strs, alive for the process.
+        let hashes: Vec<isize> = shadowable(py)
+            .iter()
+            .map(|name| unsafe { str_hash(name.as_ptr()) })
+            .collect();
+        if !build_set(&hashes) {
+            return -1;
         }
         // SAFETY: the GIL is held; on_change has the callback's signature.
         let id = unsafe { PyDict_AddWatcher(on_change) };
@@ -354,42 +389,54 @@ mod imp {
         plain_key_kept && shadow_caught && !is_watched(&d, id)
     }
 
-    fn slot_of(h: isize) -> usize {
-        (h as usize) % SET_SLOTS
-    }
-
-    fn insert(h: isize) {
-        let h = if h == 0 { 1 } else { h };
-        let mut i = slot_of(h);
-        loop {
-            let cur = HASHES[i].load(Ordering::Relaxed);
-            if cur == 0 {
-                HASHES[i].store(h, Ordering::Relaxed);
-                return;
-            }
-            if cur == h {
-                return;
-            }
-            i = (i + 1) % SET_SLOTS;
+    /// The set's key for a hash: 0 would read as an empty slot.
+    fn key_of(h: isize) -> isize {
+        if h == 0 {
+            1
+        } else {
+            h
         }
     }
 
+    fn slot_of(key: isize, multiplier: u64) -> usize {
+        ((key as u64).wrapping_mul(multiplier) >> (64 - SET_SLOTS.trailing_zeros())) as usize
+    }
+
+    /// Fills HASHES with `hashes`, one slot each: tries odd multipliers (a
+    /// fixed sequence) until one gives every distinct key its own slot. For
+    /// 15 keys in 256 slots about two in three multipliers do. False if none
+    /// of the tries does (then there is no fast path).
+    fn build_set(hashes: &[isize]) -> bool {
+        let mut keys: Vec<isize> = hashes.iter().map(|&h| key_of(h)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut multiplier: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..1000 {
+            let mut taken = [false; SET_SLOTS];
+            let separated = keys
+                .iter()
+                .all(|&k| !std::mem::replace(&mut taken[slot_of(k, multiplier)], true));
+            if separated {
+                for &k in &keys {
+                    HASHES[slot_of(k, multiplier)].store(k, Ordering::Relaxed);
+                }
+                MULTIPLIER.store(multiplier, Ordering::Relaxed);
+                return true;
+            }
+            multiplier = multiplier.wrapping_add(0x2545_F491_4F6C_DD1D) | 1;
+        }
+        false
+    }
+
     /// Whether `h` is the hash of a shadowable name (or -1: unknown, so
-    /// treated as one).
+    /// treated as one). Before `build_set`, every slot is empty.
     #[inline]
     fn in_set(h: isize) -> bool {
         if h == -1 {
             return true;
         }
-        let h = if h == 0 { 1 } else { h };
-        let mut i = slot_of(h);
-        loop {
-            match HASHES[i].load(Ordering::Relaxed) {
-                0 => return false,
-                cur if cur == h => return true,
-                _ => i = (i + 1) % SET_SLOTS,
-            }
-        }
+        let key = key_of(h);
+        HASHES[slot_of(key, MULTIPLIER.load(Ordering::Relaxed))].load(Ordering::Relaxed) == key
     }
 }
 
@@ -406,5 +453,12 @@ mod imp {
         _owner: &impl ScanMemo,
     ) -> bool {
         false
+    }
+
+    /// # Safety
+    /// As for `super::still_vouched`.
+    pub unsafe fn still_vouched(dict: *mut pyo3::ffi::PyObject) -> bool {
+        // SAFETY (caller): a live dict.
+        unsafe { pyo3::ffi::PyDict_Size(dict) == 0 }
     }
 }

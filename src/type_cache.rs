@@ -53,7 +53,8 @@ static TABLE: [Slot; SLOTS] = [const {
 /// tag with `Py_TPFLAGS_VALID_VERSION_TAG`; 3.13 dropped the flag and
 /// resets the tag itself to 0, which 3.11 and 3.12 do as well.
 #[cfg(not(any(feature = "abi3", Py_GIL_DISABLED)))]
-fn version_tag(ty: &Bound<'_, PyType>) -> u32 {
+#[inline]
+pub fn version_tag(ty: &Bound<'_, PyType>) -> u32 {
     let t = ty.as_ptr().cast::<pyo3::ffi::PyTypeObject>();
     // SAFETY: `ty` is a live type object (a Bound, the GIL held); reading
     // two fields of it has no effect. Not in the limited API (hence the
@@ -68,7 +69,7 @@ fn version_tag(ty: &Bound<'_, PyType>) -> u32 {
 /// No cache: the limited API has no version tags, and on a free-threaded
 /// build (not supported) the table would need a lock.
 #[cfg(any(feature = "abi3", Py_GIL_DISABLED))]
-fn version_tag(_ty: &Bound<'_, PyType>) -> u32 {
+pub fn version_tag(_ty: &Bound<'_, PyType>) -> u32 {
     0
 }
 

@@ -118,6 +118,48 @@ def test_collect_incoming_data_shadowed_mid_read(chan_map, how):
     assert log == [b"a", b"b", b"c", ("collect", b"d"), b"", ("collect", b"e"), b""]
 
 
+@pytest.mark.parametrize("how", sorted(SETTERS))
+def test_shadowed_in_a_channel_without_attributes(chan_map, how):
+    # No attribute of its own (its terminator is a class attribute): the
+    # instance dict is none or empty until the shadow goes in, mid-read.
+    log = []
+    collect, _ = shadow_log(log)
+
+    class Bare(asynchat.async_chat):
+        terminator = b"\n"
+
+        def __init__(self, sock, map):
+            asynchat.async_chat.__init__(self, sock, map=map)
+
+        def collect_incoming_data(self, data):
+            log.append(data)
+
+        def found_terminator(self):
+            log.append("found")
+            if log.count("found") == 3:
+                SETTERS[how](self, "collect_incoming_data", collect)
+
+    run_lines(chan_map, Bare, [b"a\nb\n", b"c\nd\ne\n"])
+    assert log == [b"a", "found", b"b", "found", b"c", "found"] + [
+        ("collect", b"d"),
+        "found",
+        ("collect", b"e"),
+        "found",
+    ]
+
+
+def test_class_collect_replaced_mid_read(chan_map):
+    log = []
+
+    def on_line(self, n):
+        if n == 2:
+            type(self).collect_incoming_data = lambda self, data: log.append(("class", data))
+
+    cls = line_handler(log, on_line)
+    run_lines(chan_map, cls, [b"a\nb\n", b"c\nd\ne\n"])
+    assert log == [b"a", b"b", b"c", ("class", b"d"), b"", ("class", b"e"), b""]
+
+
 def test_found_terminator_shadowed_before_any_event(chan_map):
     log = []
     _, found = shadow_log(log)

@@ -205,6 +205,38 @@ MUTATIONS = {
         "!f.is_null() && unsafe { pyo3::ffi::PyFunction_Check(f) } != 0",
         "!f.is_null()",
     ),
+    # Kept across the messages of one read (handler_calls::Resolved, the
+    # terminator's class answer in channel::instance_attr).
+    "kept call: class version tag": (
+        "src/handler_calls.rs",
+        "(kept.tag != 0 && kept.tag == tag && crate::channel::instance_dict_still_vouched(obj))",
+        "(kept.tag != 0 && crate::channel::instance_dict_still_vouched(obj))",
+    ),
+    "kept call: instance dict still vouched": (
+        "src/handler_calls.rs",
+        "(kept.tag != 0 && kept.tag == tag && crate::channel::instance_dict_still_vouched(obj))",
+        "(kept.tag != 0 && kept.tag == tag)",
+    ),
+    "watcher: still vouched only while watched": (
+        "src/dict_watch.rs",
+        "                && (*head).watcher_tag & (1 << id) != 0\n",
+        "",
+    ),
+    "watcher: still vouched only while no dict is marked": (
+        "src/dict_watch.rs",
+        "                && MARKED_COUNT.load(Ordering::Relaxed) == 0)",
+        ")",
+    ),
+    "watcher: still vouched while empty": (
+        "src/dict_watch.rs",
+        "        (*head).ma_used == 0\n",
+        "        (*head).ma_used <= 1\n",
+    ),
+    "terminator read: kept class answer": (
+        "src/channel.rs",
+        "let dict_only = (tag != 0 && tag == *kept) ||",
+        "let dict_only = (*kept != 0) ||",
+    ),
     "terminator read: no class attribute": (
         "src/channel.rs",
         "crate::calls::generic_getattr(&ty) && crate::calls::class_attr_ptr(&ty, name).is_null(),",
