@@ -50,12 +50,12 @@ pub fn lacks(
     imp::lacks(dict, names, owner)
 }
 
-/// Whether `dict` is empty, or watched while no dict is marked: it holds
-/// none of the shadowable names (for a caller whose names `lacks` checked
-/// before).
+/// Whether `dict` is watched while no dict is marked: it holds none of the
+/// shadowable names (for a caller whose names `lacks` checked before).
 ///
 /// # Safety
 /// The GIL is held and `dict` is a live dict (or dict subclass) object.
+#[cfg_attr(feature = "abi3", allow(dead_code))] // (handler_calls is not in abi3)
 #[inline]
 pub unsafe fn still_vouched(dict: *mut pyo3::ffi::PyObject) -> bool {
     imp::still_vouched(dict)
@@ -185,15 +185,13 @@ mod imp {
     /// As for `super::still_vouched`.
     #[inline]
     pub unsafe fn still_vouched(dict: *mut ffi::PyObject) -> bool {
-        let head = dict.cast::<DictHead>();
         let id = WATCHER.load(Ordering::Relaxed);
         // SAFETY (caller): a live dict, which on these versions starts with
         // DictHead (checked by `probe` before the watcher is used; `id` is
         // negative until then).
-        (*head).ma_used == 0
-            || (id >= 0
-                && (*head).watcher_tag & (1 << id) != 0
-                && MARKED_COUNT.load(Ordering::Relaxed) == 0)
+        id >= 0
+            && (*dict.cast::<DictHead>()).watcher_tag & (1 << id) != 0
+            && MARKED_COUNT.load(Ordering::Relaxed) == 0
     }
 
     /// `lacks` the first time (registering the watcher), for a dict not
@@ -457,8 +455,8 @@ mod imp {
 
     /// # Safety
     /// As for `super::still_vouched`.
-    pub unsafe fn still_vouched(dict: *mut pyo3::ffi::PyObject) -> bool {
-        // SAFETY (caller): a live dict.
-        unsafe { pyo3::ffi::PyDict_Size(dict) == 0 }
+    #[cfg_attr(feature = "abi3", allow(dead_code))]
+    pub unsafe fn still_vouched(_dict: *mut pyo3::ffi::PyObject) -> bool {
+        false
     }
 }

@@ -374,22 +374,7 @@ impl Dispatcher {
         slf: &Bound<'py, Self>,
         buffer_size: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let sock = socket_of(slf)?;
-        match recv_bytes(py, &sock, buffer_size, &slf.get().recv_big) {
-            Ok(data) if data.is_truthy()? => Ok(data),
-            Ok(_) => {
-                slf.call_method0(names::handle_close(py))?;
-                Ok(PyBytes::new(py, b"").into_any())
-            }
-            Err(e) => match errno_of(py, &e) {
-                Some(errno) if is_disconnect(py, errno)? => {
-                    slf.call_method0(names::handle_close(py))?;
-                    Ok(PyBytes::new(py, b"").into_any())
-                }
-                _ => Err(e),
-            },
-        }
+        dispatcher_recv(slf, buffer_size)
     }
 
     fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
@@ -568,6 +553,29 @@ pub fn dispatcher_init(
                 Err(e)
             }
             None => Err(e),
+        },
+    }
+}
+
+/// `dispatcher.recv(buffer_size)`.
+pub fn dispatcher_recv<'py>(
+    slf: &Bound<'py, Dispatcher>,
+    buffer_size: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = slf.py();
+    let sock = socket_of(slf)?;
+    match recv_bytes(py, &sock, buffer_size, &slf.get().recv_big) {
+        Ok(data) if data.is_truthy()? => Ok(data),
+        Ok(_) => {
+            slf.call_method0(names::handle_close(py))?;
+            Ok(PyBytes::new(py, b"").into_any())
+        }
+        Err(e) => match errno_of(py, &e) {
+            Some(errno) if is_disconnect(py, errno)? => {
+                slf.call_method0(names::handle_close(py))?;
+                Ok(PyBytes::new(py, b"").into_any())
+            }
+            _ => Err(e),
         },
     }
 }

@@ -34,6 +34,7 @@ mod output_batch;
 mod dispatcher;
 mod with_send;
 mod async_chat;
+mod fast_methods;
 
 // layer: loop
 mod interest;
@@ -56,6 +57,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<channel::Dispatcher>()?;
+    fast_methods::install(&m.py().get_type::<channel::Dispatcher>())?;
     m.add_class::<fifo::Fifo>()?;
     m.add_class::<fifo::SimpleProducer>()?;
     m.add_class::<socket_map::ChangeLog>()?;

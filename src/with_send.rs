@@ -67,38 +67,43 @@ impl Dispatcher {
     }
 
     fn _ws_send(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = slf.py();
-        let debug = names::debug(py);
-        if !is_plain_false(slf, debug) && slf.getattr(debug)?.is_truthy()? {
-            let msg = format!("sending {}", data.repr()?);
-            slf.call_method1(names::log_info(py), (msg,))?;
-        }
-        let buf = out_buffer_of(slf)?;
-        let builtin_send = has_builtin(slf, names::initiate_send(py), names::_ws_initiate_send(py));
-        let empty = buf.len().is_ok_and(|n| n == 0);
-        if empty && builtin_send && data.is_exact_instance_of::<PyBytes>() {
-            if let Some(rest) = send_whole(slf, data)? {
-                // What CPython's out_buffer holds after its one send attempt.
-                set_out_buffer(slf, &rest)?;
-                if rest.is(data) {
-                    // Nothing went out: CPython's path, with its error handling.
-                    return Self::_ws_initiate_send(slf);
-                }
-            }
-            return Ok(());
-        }
-        let joined = if empty && data.is_exact_instance_of::<PyBytes>() {
-            data.clone()
-        } else {
-            buf.add(data)?
-        };
-        set_out_buffer(slf, &joined)?;
-        if builtin_send {
-            return Self::_ws_initiate_send(slf);
-        }
-        slf.call_method0(names::initiate_send(py))?;
-        Ok(())
+        ws_send(slf, data)
     }
+}
+
+/// `dispatcher_with_send.send(data)`.
+pub fn ws_send(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = slf.py();
+    let debug = names::debug(py);
+    if !is_plain_false(slf, debug) && slf.getattr(debug)?.is_truthy()? {
+        let msg = format!("sending {}", data.repr()?);
+        slf.call_method1(names::log_info(py), (msg,))?;
+    }
+    let buf = out_buffer_of(slf)?;
+    let builtin_send = has_builtin(slf, names::initiate_send(py), names::_ws_initiate_send(py));
+    let empty = buf.len().is_ok_and(|n| n == 0);
+    if empty && builtin_send && data.is_exact_instance_of::<PyBytes>() {
+        if let Some(rest) = send_whole(slf, data)? {
+            // What CPython's out_buffer holds after its one send attempt.
+            set_out_buffer(slf, &rest)?;
+            if rest.is(data) {
+                // Nothing went out: CPython's path, with its error handling.
+                return Dispatcher::_ws_initiate_send(slf);
+            }
+        }
+        return Ok(());
+    }
+    let joined = if empty && data.is_exact_instance_of::<PyBytes>() {
+        data.clone()
+    } else {
+        buf.add(data)?
+    };
+    set_out_buffer(slf, &joined)?;
+    if builtin_send {
+        return Dispatcher::_ws_initiate_send(slf);
+    }
+    slf.call_method0(names::initiate_send(py))?;
+    Ok(())
 }
 
 /// `dispatcher_with_send.send(data)` with an empty out_buffer on a plain
