@@ -379,10 +379,10 @@ impl LoopState {
             return Ok(None);
         };
         let obj = match self.mode {
-            Mode::Select => map_get(map, key.bind(py), self.plain_get)?,
+            Mode::Select => map_get(map, &key, self.plain_get)?,
             Mode::Poll => map_get(map, fd.into_pyobject(py)?.as_any(), self.plain_get)?,
         };
-        Ok(obj.filter(|o| polled.is_some_and(|p| p.bind(py).is(o))))
+        Ok(obj.filter(|o| polled.is_some_and(|p| p.is(o))))
     }
 
     /// After a pass: channels that left the poller (del_channel) are dropped

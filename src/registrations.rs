@@ -117,13 +117,19 @@ impl Registrations {
     }
 
     /// The map key registered at `fd` and its channel, unless that left the
-    /// loop (one lock).
-    pub fn polled(&self, py: Python<'_>, fd: RawFd) -> Option<(Py<PyAny>, Option<Py<PyAny>>)> {
+    /// loop (one lock). As Bounds: a Py's drop asks pyo3's thread-local GIL
+    /// count whether it may decref now (a TLS lookup, two per event), a
+    /// Bound's does not.
+    pub fn polled<'py>(
+        &self,
+        py: Python<'py>,
+        fd: RawFd,
+    ) -> Option<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
         let regs = self.shared.regs();
         let reg = regs.get(&fd)?;
         Some((
-            reg.key.clone_ref(py),
-            reg.obj.as_ref().map(|o| o.clone_ref(py)),
+            reg.key.bind(py).clone(),
+            reg.obj.as_ref().map(|o| o.bind(py).clone()),
         ))
     }
 
