@@ -205,7 +205,10 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
         } else if term.is_instance_of::<PyInt>() {
             scan_count(slf, &term, lb, calls)?;
         } else {
-            let reuse = compiled.as_ref().is_some_and(|(o, _)| o.bind(py).is(&term));
+            // Only an immutable terminator is reused: CPython searches for
+            // a bytearray's current contents at every message.
+            let reuse = compiled.as_ref().is_some_and(|(o, _)| o.bind(py).is(&term))
+                && term.is_exact_instance_of::<PyBytes>();
             if !reuse {
                 compiled = Some((term.clone().unbind(), compile(slf, &term)?));
             }

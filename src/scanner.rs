@@ -1,8 +1,9 @@
 //! Owns asynchat's terminator scanning over a byte buffer, without Python
 //! (tested with `cargo test`).
 //!
-//! One `find` per message with memchr's memmem, and CPython's
-//! `find_prefix_at_end` for a terminator split across reads.
+//! One `find` per message with memchr (a one-byte terminator, such as
+//! `b"\n"`, without memmem's searcher dispatch) or memchr's memmem, and
+//! CPython's `find_prefix_at_end` for a terminator split across reads.
 //!
 //! Uses nothing from the crate.
 
@@ -11,6 +12,8 @@ use memchr::memmem::Finder;
 /// A compiled bytes terminator: the needle and its memmem searcher.
 pub struct Terminator {
     finder: Finder<'static>,
+    /// The needle's byte when it is one byte long.
+    single: Option<u8>,
 }
 
 /// What the scan of the buffer found for a bytes terminator.
@@ -28,6 +31,10 @@ impl Terminator {
     pub fn new(needle: &[u8]) -> Self {
         Terminator {
             finder: Finder::new(needle).into_owned(),
+            single: match needle {
+                [b] => Some(*b),
+                _ => None,
+            },
         }
     }
 
@@ -36,7 +43,11 @@ impl Terminator {
     }
 
     pub fn scan(&self, buf: &[u8]) -> Scan {
-        if let Some(i) = self.finder.find(buf) {
+        let found = match self.single {
+            Some(b) => memchr::memchr(b, buf),
+            None => self.finder.find(buf),
+        };
+        if let Some(i) = found {
             return Scan::Found(i);
         }
         match prefix_at_end(buf, self.needle()) {

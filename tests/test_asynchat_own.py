@@ -978,6 +978,22 @@ def test_terminator_changed_in_found_terminator():
     assert c.data == [b"extra"] and c.terminator is None
 
 
+def test_bytearray_terminator_changed_in_place():
+    # CPython searches for the terminator's current contents at every message,
+    # so a bytearray changed in place takes effect at the next one.
+    term = bytearray(b"\n")
+
+    class InPlace(Collector):
+        def found_terminator(self):
+            Collector.found_terminator(self)
+            term[:] = b";"
+
+    c = InPlace()
+    c.set_terminator(term)
+    feed(c, b"x\ny;z\n;")
+    assert [x for x, _ in c.found] == [b"x", b"y", b"z\n"]
+
+
 # ---------------------------------------------------------------------------
 # ac_in_buffer from Python, and recv overrides
 # ---------------------------------------------------------------------------

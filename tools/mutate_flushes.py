@@ -235,6 +235,11 @@ MUTATIONS = {
         "        if nargs != 1 || !kwnames.is_null() {",
         "        if nargs < 1 {",
     ),
+    "scan: only a bytes terminator is reused": (
+        "src/async_chat.rs",
+        "                && term.is_exact_instance_of::<PyBytes>();",
+        ";",
+    ),
     "terminator read: kept class answer": (
         "src/channel.rs",
         "let dict_only = (tag != 0 && tag == *kept) ||",
@@ -263,6 +268,7 @@ TESTS = [
     "tests/test_class_changes.py",
     "tests/test_instance_shadowing.py",
     "tests/test_method_calls.py",
+    "tests/test_asynchat_own.py::test_bytearray_terminator_changed_in_place",
 ]
 
 
@@ -279,7 +285,8 @@ def main(names):
     venv.create(env_dir, with_pip=True)
     py = str(env_dir / "bin" / "python")
     subprocess.run(
-        [py, "-m", "pip", "install", "-q", "maturin", "pytest", "pytest-timeout"], check=True
+        [py, "-m", "pip", "install", "-q", "maturin", "pytest", "pytest-timeout", "hypothesis"],
+        check=True,
     )
     env = dict(os.environ, VIRTUAL_ENV=str(env_dir), PATH=f"{env_dir / 'bin'}:{os.environ['PATH']}")
     missed = 0
@@ -322,8 +329,12 @@ def main(names):
                 text=True,
             )
             failed = [line for line in run.stdout.splitlines() if line.startswith("FAILED")]
-            if run.returncode:
-                print(f"{name}: CAUGHT by {failed[0][7:] if failed else 'the run'}", flush=True)
+            if run.returncode and failed:
+                print(f"{name}: CAUGHT by {failed[0][7:]}", flush=True)
+            elif run.returncode:
+                # No test failed: a crash (the mutation's doing) or an error.
+                tail = (run.stdout + run.stderr).strip().splitlines()[-3:]
+                print(f"{name}: CAUGHT by the run (exit {run.returncode}): {tail}", flush=True)
             else:
                 print(f"{name}: NOT CAUGHT", flush=True)
                 missed += 1
