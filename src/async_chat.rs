@@ -16,8 +16,8 @@ use pyo3::types::{PyByteArray, PyBytes, PyInt, PyList, PyMemoryView, PyString};
 
 use crate::channel::{
     as_size, class_has_builtin, connected, field, has_builtin, int_setting, producer_fifo_of,
-    read_setting, set_producer_fifo, socket_of, store_producer_fifo, Dispatcher, F_CONNECTED,
-    F_FIFO, F_INBUF, F_SOCKET,
+    read_setting, set_producer_fifo, socket_of, store_producer_fifo, Dispatcher, KeptAttr,
+    F_CONNECTED, F_FIFO, F_INBUF, F_SOCKET,
 };
 use crate::dispatcher::{dispatcher_init, dispatcher_send};
 use crate::errors::{call_in_except, errno_of, is_disconnect};
@@ -166,11 +166,11 @@ fn recv_failed(slf: &Bound<'_, Dispatcher>, e: PyErr) -> PyResult<bool> {
 /// The handler methods the scan calls per message, as last found, kept
 /// across the messages of one read (see handler_calls::Resolved).
 #[derive(Default)]
-struct ScanCalls {
+struct ScanCalls<'py> {
     collect: Resolved,
     found: Resolved,
     /// For `channel::instance_attr` of `terminator`.
-    terminator: u32,
+    terminator: KeptAttr<'py>,
 }
 
 /// The messages of the input buffer, one by one.
@@ -257,7 +257,7 @@ fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
 fn found_terminator(
     slf: &Bound<'_, Dispatcher>,
     more_input: bool,
-    calls: &mut ScanCalls,
+    calls: &mut ScanCalls<'_>,
 ) -> PyResult<()> {
     crate::output_batch::pipelined(slf, more_input, || {
         call0_kept(slf, names::found_terminator(slf.py()), &mut calls.found)
@@ -272,7 +272,7 @@ fn scan_count(
     slf: &Bound<'_, Dispatcher>,
     term: &Bound<'_, PyAny>,
     lb: usize,
-    calls: &mut ScanCalls,
+    calls: &mut ScanCalls<'_>,
 ) -> PyResult<()> {
     let py = slf.py();
     let n: i128 = term.extract::<i64>().map_or_else(
@@ -308,7 +308,7 @@ fn scan_count(
 
 /// `self.collect_incoming_data(b'')` (a count that cuts nothing).
 #[cold]
-fn collect_empty(slf: &Bound<'_, Dispatcher>, calls: &mut ScanCalls) -> PyResult<bool> {
+fn collect_empty(slf: &Bound<'_, Dispatcher>, calls: &mut ScanCalls<'_>) -> PyResult<bool> {
     collect(slf, 0, Consume::Front(0), calls)
 }
 
@@ -336,7 +336,7 @@ fn collect(
     slf: &Bound<'_, Dispatcher>,
     n: usize,
     then: Consume,
-    calls: &mut ScanCalls,
+    calls: &mut ScanCalls<'_>,
 ) -> PyResult<bool> {
     let py = slf.py();
     let me = slf.get();

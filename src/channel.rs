@@ -605,22 +605,34 @@ pub fn instance_dict_still_vouched(obj: &Bound<'_, Dispatcher>) -> bool {
     }
 }
 
+/// What `instance_attr` found for one caller and one name, kept across
+/// the messages of one read: the version tag for which the class has no
+/// such attribute (0: none kept), and the value read from a watched
+/// instance dict with the count of tracked writes then (dict_watch.rs).
+#[derive(Default)]
+pub struct KeptAttr<'py> {
+    tag: u32,
+    dict: usize,
+    writes: u64,
+    value: Option<Bound<'py, PyAny>>,
+}
+
 /// `obj.<name>` for a plain instance attribute (asynchat's `terminator`):
 /// when getattr is CPython's generic one and no class along the MRO has the
 /// name (cached by version tag), CPython's lookup is the instance dict's
 /// alone, made here without the generic machinery (half the instructions).
 /// Otherwise, or when the dict lacks it, getattr as before. `kept` is the
-/// caller's (see below), 0 at first, only ever used with this `name`.
+/// caller's, only ever used with this `name` (`terminator`, the name whose
+/// writes dict_watch counts): while the instance dict is the one the value
+/// was read from and no write was counted since, the value is the same.
 pub fn instance_attr<'py>(
     obj: &Bound<'py, Dispatcher>,
     name: &Bound<'py, PyString>,
-    kept: &mut u32,
+    kept: &mut KeptAttr<'py>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let ty = crate::pyobj::type_of(obj);
-    // `kept`: the version tag for which the answer was last yes (0: none),
-    // so that a caller reading the name per message probes the cache once.
     let tag = crate::type_cache::version_tag(&ty);
-    let dict_only = (tag != 0 && tag == *kept) || {
+    let dict_only = (tag != 0 && tag == kept.tag) || {
         // The pair (name, "__dict__") is this question's own (type_cache.rs).
         let yes = crate::type_cache::cached(&ty, (name, names::dunder_dict(obj.py())), || {
             u64::from(
@@ -629,17 +641,43 @@ pub fn instance_attr<'py>(
             )
         }) != 0;
         // Nothing ran Python code since `tag` was read.
-        *kept = if yes { tag } else { 0 };
+        kept.tag = if yes { tag } else { 0 };
         yes
     };
     if dict_only {
+        if let Some(v) = kept_value(obj, kept) {
+            return Ok(v);
+        }
         if let SlotDict::Dict(d) = instance_dict(obj) {
+            let writes = crate::dict_watch::value_writes();
             if let Ok(Some(v)) = d.get_item(name) {
+                // Kept if the dict is watched and the lookup (which may run
+                // a key's __eq__) wrote nothing.
+                let keep = crate::dict_watch::is_watched_now(&d)
+                    && crate::dict_watch::value_writes() == writes;
+                *kept = KeptAttr {
+                    tag: kept.tag,
+                    dict: if keep { d.as_ptr() as usize } else { 0 },
+                    writes,
+                    value: keep.then(|| v.clone()),
+                };
                 return Ok(v);
             }
         }
     }
     obj.getattr(name)
+}
+
+/// `kept`'s value, if the instance dict is still the one it was read from
+/// and no write of the name was counted since.
+#[inline]
+fn kept_value<'py>(
+    obj: &Bound<'py, Dispatcher>,
+    kept: &KeptAttr<'py>,
+) -> Option<Bound<'py, PyAny>> {
+    let value = kept.value.as_ref()?;
+    let same_dict = dict_slot(obj).is_some_and(|d| d as usize == kept.dict);
+    (same_dict && crate::dict_watch::value_writes() == kept.writes).then(|| value.clone())
 }
 
 /// `obj.<name>`, when reading it runs no Python code: the class attribute is

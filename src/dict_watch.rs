@@ -24,6 +24,11 @@
 //! starts unwatched. The cost: one callback per change to a watched dict
 //! (about 30 instructions; `self.ibuffer = []` per line is one).
 //!
+//! The callback also counts the changes that may write one *tracked name*'s
+//! value, `terminator` (`value_writes`), which asynchat reads per message:
+//! a value read from a watched dict is still its value while the count is
+//! the same (channel.rs `KeptAttr`).
+//!
 //! Not on 3.11 (no watchers), abi3 (not in the limited API) or free-threaded
 //! builds (not supported): `lacks` then answers false and callers look the
 //! name up as before. If CPython's 8 watcher slots are all taken, or the
@@ -61,6 +66,19 @@ pub unsafe fn still_vouched(dict: *mut pyo3::ffi::PyObject) -> bool {
     imp::still_vouched(dict)
 }
 
+/// The count of changes to watched dicts that may have written the value
+/// of `terminator`. A value read from a dict that [`is_watched_now`] is
+/// still that dict's value while the count is the same (the dict is not
+/// freed or unwatched either: both count).
+pub fn value_writes() -> u64 {
+    imp::value_writes()
+}
+
+/// Whether `dict` is watched (so its changes are counted).
+pub fn is_watched_now(dict: &Bound<'_, PyDict>) -> bool {
+    imp::is_watched_now(dict)
+}
+
 /// Where the object that holds an instance dict remembers that a scan of
 /// it found a name that may be shadowable.
 // Only called where there are watchers.
@@ -90,6 +108,8 @@ mod imp {
 
     // CPython's PyDict_WatchEvent (Include/cpython/dictobject.h, 3.12+).
     const EVENT_ADDED: c_int = 0;
+    const EVENT_MODIFIED: c_int = 1;
+    const EVENT_DELETED: c_int = 2;
     const EVENT_CLONED: c_int = 3;
     const EVENT_DEALLOCATED: c_int = 5;
 
@@ -134,6 +154,18 @@ mod imp {
     const SET_SLOTS: usize = 256;
     static HASHES: [AtomicIsize; SET_SLOTS] = [const { AtomicIsize::new(0) }; SET_SLOTS];
     static MULTIPLIER: AtomicU64 = AtomicU64::new(0);
+
+    /// How many changes to watched dicts may have written the value of the
+    /// *tracked name* (`terminator`, which asynchat reads per message): a
+    /// key that may be it added, changed or deleted, a dict cleared,
+    /// refilled wholesale or freed, or a dict no longer watched. A value read
+    /// from a dict that was watched then stays the dict's value for as long
+    /// as this count is the same (`value_writes`).
+    static VALUE_WRITES: AtomicU64 = AtomicU64::new(0);
+    /// The tracked name (an interned str, alive for the process) and its
+    /// hash, set when the watcher is registered.
+    static TRACKED: AtomicUsize = AtomicUsize::new(0);
+    static TRACKED_HASH: AtomicIsize = AtomicIsize::new(0);
 
     /// Most keys a dict may have for the scan (a larger one is not watched).
     const SCAN_KEYS: isize = 64;
@@ -192,6 +224,15 @@ mod imp {
         id >= 0
             && (*dict.cast::<DictHead>()).watcher_tag & (1 << id) != 0
             && MARKED_COUNT.load(Ordering::Relaxed) == 0
+    }
+
+    pub fn value_writes() -> u64 {
+        VALUE_WRITES.load(Ordering::Relaxed)
+    }
+
+    pub fn is_watched_now(dict: &Bound<'_, PyDict>) -> bool {
+        let id = WATCHER.load(Ordering::Relaxed);
+        id >= 0 && is_watched(dict, id)
     }
 
     /// `lacks` the first time (registering the watcher), for a dict not
@@ -264,7 +305,14 @@ mod imp {
                 ffi::PyErr_Clear();
             }
         }
+        // Its changes are no longer reported: a value read from it is not
+        // vouched for any more.
+        count_value_write();
         true
+    }
+
+    fn count_value_write() {
+        VALUE_WRITES.store(VALUE_WRITES.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 
     /// Runs `f` on the set of marks, keeping MARKED_COUNT its size.
@@ -305,9 +353,28 @@ mod imp {
         ffi::PyUnicode_CheckExact(key) == 0 || in_set(str_hash(key))
     }
 
+    /// Whether a change may write the tracked name's value: a key that is
+    /// it or may equal it (not an exact str, or its hash), or a change of
+    /// the whole dict.
+    ///
+    /// # Safety
+    /// The GIL is held and `key` is NULL or a live object.
+    unsafe fn may_write_tracked(event: c_int, key: *mut ffi::PyObject) -> bool {
+        match event {
+            EVENT_ADDED | EVENT_MODIFIED | EVENT_DELETED => {
+                key.is_null()
+                    || key as usize == TRACKED.load(Ordering::Relaxed)
+                    || ffi::PyUnicode_CheckExact(key) == 0
+                    || str_hash(key) == TRACKED_HASH.load(Ordering::Relaxed)
+            }
+            _ => true,
+        }
+    }
+
     /// The watcher callback: marks `dict` before a key that may be
-    /// shadowable goes in, and forgets a freed dict's mark. Runs no Python
-    /// code and never fails.
+    /// shadowable goes in, forgets a freed dict's mark, and counts the
+    /// changes that may write the tracked name. Runs no Python code and
+    /// never fails.
     unsafe extern "C" fn on_change(
         event: c_int,
         dict: *mut ffi::PyObject,
@@ -315,6 +382,9 @@ mod imp {
         _new_value: *mut ffi::PyObject,
     ) -> c_int {
         let addr = dict as usize;
+        if may_write_tracked(event, key) {
+            count_value_write();
+        }
         match event {
             EVENT_ADDED if key.is_null() || may_be_shadowable(key) => {
                 edit_marks(|m| m.insert(addr));
@@ -351,6 +421,10 @@ mod imp {
         if !build_set(&hashes) {
             return -1;
         }
+        let tracked = names::terminator(py);
+        TRACKED.store(tracked.as_ptr() as usize, Ordering::Relaxed);
+        // SAFETY: an interned exact str, alive for the process.
+        TRACKED_HASH.store(unsafe { str_hash(tracked.as_ptr()) }, Ordering::Relaxed);
         // SAFETY: the GIL is held; on_change has the callback's signature.
         let id = unsafe { PyDict_AddWatcher(on_change) };
         if id < 0 {
@@ -457,6 +531,14 @@ mod imp {
     /// As for `super::still_vouched`.
     #[cfg_attr(feature = "abi3", allow(dead_code))]
     pub unsafe fn still_vouched(_dict: *mut pyo3::ffi::PyObject) -> bool {
+        false
+    }
+
+    pub fn value_writes() -> u64 {
+        0
+    }
+
+    pub fn is_watched_now(_dict: &Bound<'_, PyDict>) -> bool {
         false
     }
 }

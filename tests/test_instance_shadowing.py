@@ -233,6 +233,65 @@ def test_instance_terminator_assigned_directly(chan_map):
     assert log == [b"a", b"b", b"c", b"d"]
 
 
+KEPT_ALIVE = []
+
+# Each way to change the instance's terminator: setter(obj, value).
+TERMINATOR_SETTERS = {
+    "set_terminator": lambda obj, value: obj.set_terminator(value),
+    "setattr": lambda obj, value: setattr(obj, "terminator", value),
+    "dict item": lambda obj, value: obj.__dict__.__setitem__("terminator", value),
+    "dict update": lambda obj, value: obj.__dict__.update({"other": 1, "terminator": value}),
+    "dict replaced": lambda obj, value: setattr(
+        obj, "__dict__", dict(obj.__dict__, terminator=value)
+    ),
+    "str subclass key": lambda obj, value: obj.__dict__.__setitem__(Key("terminator"), value),
+    "cleared and refilled": lambda obj, value: refill(obj.__dict__, {"terminator": value}),
+    # The old dict lives on (nothing changes in it): only its identity tells.
+    "dict replaced, old one kept": lambda obj, value: (
+        KEPT_ALIVE.append(obj.__dict__),
+        setattr(obj, "__dict__", dict(obj.__dict__, terminator=value)),
+    ),
+    "popped and set again": lambda obj, value: (
+        obj.__dict__.pop("terminator"),
+        obj.__dict__.__setitem__("terminator", value),
+    ),
+}
+
+
+@pytest.mark.parametrize("how", sorted(TERMINATOR_SETTERS))
+def test_instance_terminator_changed_mid_read(chan_map, how):
+    # The terminator read for one message is kept for the next ones of the
+    # same read (channel::instance_attr) until its dict reports a change.
+    log = []
+
+    def on_line(self, n):
+        if n == 1:
+            TERMINATOR_SETTERS[how](self, b";")
+
+    cls = line_handler(log, on_line)
+    run_lines(chan_map, cls, [b"a\n", b"b\nc;d;"])
+    assert log == [b"a", b"b", b"c", b"d"]
+
+
+def test_instance_terminator_changed_after_the_dict_stops_being_watched(chan_map):
+    # A shadowing setting marks the dict, and the next check stops watching
+    # it: a terminator read before must not be kept past that, nor one read
+    # from the dict after (its changes are no longer reported).
+    log = []
+
+    def on_line(self, n):
+        if n == 1:
+            self.ac_out_buffer_size = 4096
+        elif n == 2:
+            self.terminator = b";"
+        elif n == 3:
+            self.terminator = b"|"
+
+    cls = line_handler(log, on_line)
+    run_lines(chan_map, cls, [b"a\n", b"b\nc\nd;e|f|"])
+    assert log == [b"a", b"b", b"c", b"d", b"e", b"f"]
+
+
 def test_instance_out_buffer_size_shadowed_mid_read(chan_map):
     # CPython's push cuts the data by ac_out_buffer_size and initiate_send
     # sends one piece: with the instance's 2, two of three pieces stay queued.

@@ -240,6 +240,31 @@ MUTATIONS = {
         "                && term.is_exact_instance_of::<PyBytes>();",
         ";",
     ),
+    "watcher: counts a write of the tracked name": (
+        "src/dict_watch.rs",
+        "            EVENT_ADDED | EVENT_MODIFIED | EVENT_DELETED => {\n",
+        "            EVENT_ADDED | EVENT_MODIFIED | EVENT_DELETED => false,\n            -1 => {\n",
+    ),
+    "watcher: counts a whole-dict change": (
+        "src/dict_watch.rs",
+        "            _ => true,\n        }\n    }",
+        "            _ => false,\n        }\n    }",
+    ),
+    "watcher: an unwatched dict's value is not kept": (
+        "src/dict_watch.rs",
+        "        // vouched for any more.\n        count_value_write();",
+        "        // vouched for any more.",
+    ),
+    "kept terminator: same dict": (
+        "src/channel.rs",
+        "let same_dict = dict_slot(obj).is_some_and(|d| d as usize == kept.dict);",
+        "let same_dict = kept.dict != 0;",
+    ),
+    "kept terminator: read from a watched dict": (
+        "src/channel.rs",
+        "let keep = crate::dict_watch::is_watched_now(&d)\n",
+        "let keep = true\n",
+    ),
     "terminator read: kept class answer": (
         "src/channel.rs",
         "let dict_only = (tag != 0 && tag == *kept) ||",
