@@ -5,7 +5,8 @@ neighbours), which hides the 2-5% a hot-path change is worth. Instruction counts
 not move: this runs a legacy-handler server under callgrind twice, serving N1 and
 then N2 requests from the load generator, and prints (Ir(N2) - Ir(N1)) / (N2 - N1),
 so start-up and import costs cancel out. Kernel time is not counted; the bench suite
-(``bench.py``) measures that.
+(``bench.py``) measures that. The servers run with ``PYTHONHASHSEED=0`` unless the
+environment sets it.
 
     python benches/instructions.py --impl asyncore_rs --scenario echo
     python benches/instructions.py --impl stdlib --scenario lines --requests 100,400
@@ -170,4 +171,8 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    # A fixed string hash: with a random one, the probes of CPython's dict
+    # lookups (and so the count) move by about 100 instructions per line
+    # from one run to the next.
+    os.environ.setdefault("PYTHONHASHSEED", "0")
     sys.exit(main())

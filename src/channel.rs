@@ -589,8 +589,8 @@ pub fn instance_dict_surely_lacks(
     }
 }
 
-/// Whether the instance dict of `obj` is none, empty, or watched and
-/// unmarked (dict_watch.rs): then it holds no shadowable name. For a caller
+/// Whether the instance dict of `obj` is none, or watched while no dict is
+/// marked (dict_watch.rs): then it holds no shadowable name. For a caller
 /// that checked its name with `instance_dict_surely_lacks` before; read
 /// from the slot without taking a reference (called per message).
 #[cfg(not(feature = "abi3"))]
@@ -622,9 +622,10 @@ pub struct KeptAttr<'py> {
 /// name (cached by version tag), CPython's lookup is the instance dict's
 /// alone, made here without the generic machinery (half the instructions).
 /// Otherwise, or when the dict lacks it, getattr as before. `kept` is the
-/// caller's, only ever used with this `name` (`terminator`, the name whose
-/// writes dict_watch counts): while the instance dict is the one the value
-/// was read from and no write was counted since, the value is the same.
+/// caller's, only ever used with this `name`; for `terminator`, the name
+/// whose writes dict_watch counts, it also keeps the value: while the
+/// instance dict is the one it was read from and no write was counted
+/// since, the value is the same.
 pub fn instance_attr<'py>(
     obj: &Bound<'py, Dispatcher>,
     name: &Bound<'py, PyString>,
@@ -651,9 +652,11 @@ pub fn instance_attr<'py>(
         if let SlotDict::Dict(d) = instance_dict(obj) {
             let writes = crate::dict_watch::value_writes();
             if let Ok(Some(v)) = d.get_item(name) {
-                // Kept if the dict is watched and the lookup (which may run
-                // a key's __eq__) wrote nothing.
-                let keep = crate::dict_watch::is_watched_now(&d)
+                // Kept if it is the name whose writes are counted, the dict
+                // is watched and the lookup (which may run a key's __eq__)
+                // wrote nothing.
+                let keep = name.is(names::terminator(obj.py()))
+                    && crate::dict_watch::is_watched_now(&d)
                     && crate::dict_watch::value_writes() == writes;
                 *kept = KeptAttr {
                     tag: kept.tag,

@@ -82,8 +82,8 @@ pub fn call1_kept<'py>(
 
 /// `kept`'s function, if it still is what `obj.name` resolves to: the class
 /// has the same version tag (so the same MRO answer) and the instance dict
-/// is still vouched for (none, empty, or watched and unmarked: it holds no
-/// shadowable name, and `name` was checked to be one when it was kept).
+/// is still vouched for (none, or watched while no dict is marked: it holds
+/// no shadowable name, and `name` was checked to be one when it was kept).
 #[cfg(not(feature = "abi3"))]
 #[allow(clippy::inline_always)]
 #[inline(always)] // per message; left alone it stays a call (~60 instructions)

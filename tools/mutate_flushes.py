@@ -262,8 +262,8 @@ MUTATIONS = {
     ),
     "kept terminator: read from a watched dict": (
         "src/channel.rs",
-        "let keep = crate::dict_watch::is_watched_now(&d)\n",
-        "let keep = true\n",
+        "                    && crate::dict_watch::is_watched_now(&d)\n",
+        "",
     ),
     "terminator read: kept class answer": (
         "src/channel.rs",
