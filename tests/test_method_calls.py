@@ -13,6 +13,7 @@ import socket
 
 import pytest
 from _impl import asynchat, asyncore
+from _reliability import recv_exactly
 
 WAIT = 5.0
 
@@ -33,16 +34,6 @@ def pair(chan_map):
     b.close()
     for ch in made:
         ch.close()
-
-
-def recv_exactly(peer, n):
-    got = b""
-    while len(got) < n:
-        chunk = peer.recv(n - len(got))
-        if not chunk:
-            break
-        got += chunk
-    return got
 
 
 def test_push_positional_and_keyword(pair):
