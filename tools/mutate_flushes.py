@@ -267,12 +267,13 @@ MUTATIONS = {
     ),
     "terminator read: kept class answer": (
         "src/channel.rs",
-        "let dict_only = (tag != 0 && tag == *kept) ||",
-        "let dict_only = (*kept != 0) ||",
+        "let dict_only = (tag != 0 && tag == kept.tag) ||",
+        "let dict_only = (kept.tag != 0) ||",
     ),
     "terminator read: no class attribute": (
         "src/channel.rs",
-        "crate::calls::generic_getattr(&ty) && crate::calls::class_attr_ptr(&ty, name).is_null(),",
+        "crate::calls::generic_getattr(&ty)\n"
+        "                    && crate::calls::class_attr_ptr(&ty, name).is_null(),",
         "true,",
     ),
     "setting read: watched dict lacks it": (
