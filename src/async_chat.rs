@@ -108,7 +108,7 @@ fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
     let size = slf.getattr(names::ac_in_buffer_size(py))?;
     if Dispatcher::is_direct(slf, F_INBUF) && has_builtin(slf, names::recv(py), names::recv(py)) {
         let sock = socket_of(slf)?;
-        if let (Some(fd), Ok(n)) = (plain_fd(py, &sock), size.extract::<usize>()) {
+        if let (Some(fd), Some(n)) = (plain_fd(py, &sock), crate::pyobj::to_usize(&size)) {
             let me = slf.get();
             match recv_with(py, fd, n, |data| {
                 me.fields(py).inbuf.extend(data);
@@ -597,7 +597,7 @@ fn less_than_len(n: &Bound<'_, PyAny>, obj: &Bound<'_, PyAny>) -> PyResult<bool>
 
 /// `first[:obs]`; a bytes object no longer than `obs` is itself.
 fn head<'py>(first: &Bound<'py, PyAny>, obs: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    if let (Ok(b), Ok(n)) = (first.cast_exact::<PyBytes>(), obs.extract::<usize>()) {
+    if let (Ok(b), Some(n)) = (first.cast_exact::<PyBytes>(), crate::pyobj::to_usize(obs)) {
         if b.as_bytes().len() <= n {
             return Ok(first.clone());
         }

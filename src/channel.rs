@@ -744,7 +744,7 @@ pub fn as_size(v: &Bound<'_, PyAny>) -> Option<usize> {
         return None;
     }
     // Negative or too large for a size: the caller takes the general path.
-    v.extract::<usize>().ok()
+    crate::pyobj::to_usize(v)
 }
 
 /// (flag, public name, name on `dispatcher`) of each Rust-backed attribute.

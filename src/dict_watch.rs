@@ -74,6 +74,9 @@ pub fn value_writes() -> u64 {
     imp::value_writes()
 }
 
+#[cfg(all(Py_3_12, not(any(feature = "abi3", Py_GIL_DISABLED))))]
+pub use imp::add_watcher;
+
 /// Whether `dict` is watched (so its changes are counted).
 pub fn is_watched_now(dict: &Bound<'_, PyDict>) -> bool {
     imp::is_watched_now(dict)
@@ -113,7 +116,7 @@ mod imp {
     const EVENT_CLONED: c_int = 3;
     const EVENT_DEALLOCATED: c_int = 5;
 
-    type WatchCallback = unsafe extern "C" fn(
+    pub type WatchCallback = unsafe extern "C" fn(
         event: c_int,
         dict: *mut ffi::PyObject,
         key: *mut ffi::PyObject,
@@ -400,6 +403,19 @@ mod imp {
         0
     }
 
+    /// A dict watcher of its own for another concern (socket_map.rs watches
+    /// the socket maps); None when CPython's watcher slots are all taken.
+    pub fn add_watcher(_py: Python<'_>, callback: WatchCallback) -> Option<c_int> {
+        // SAFETY: the GIL is held (`_py`); `callback` has the callback's signature.
+        let id = unsafe { PyDict_AddWatcher(callback) };
+        if id < 0 {
+            // SAFETY: the GIL is held.
+            unsafe { ffi::PyErr_Clear() };
+            return None;
+        }
+        Some(id)
+    }
+
     /// Our watcher id, registered (and checked by `probe`) on first use.
     fn watcher(py: Python<'_>) -> Option<c_int> {
         let id = WATCHER.load(Ordering::Relaxed);
@@ -425,14 +441,9 @@ mod imp {
         TRACKED.store(tracked.as_ptr() as usize, Ordering::Relaxed);
         // SAFETY: an interned exact str, alive for the process.
         TRACKED_HASH.store(unsafe { str_hash(tracked.as_ptr()) }, Ordering::Relaxed);
-        // SAFETY: the GIL is held; on_change has the callback's signature.
-        let id = unsafe { PyDict_AddWatcher(on_change) };
-        if id < 0 {
-            // All of CPython's watcher slots are taken: no fast path.
-            // SAFETY: the GIL is held.
-            unsafe { ffi::PyErr_Clear() };
-            return -1;
-        }
+        let Some(id) = add_watcher(py, on_change) else {
+            return -1; // All of CPython's watcher slots are taken: no fast path.
+        };
         // The callback reads the id: set it before the probe.
         WATCHER.store(id, Ordering::Relaxed);
         if probe(py, id) {

@@ -565,7 +565,7 @@ pub fn dispatcher_recv<'py>(
     let py = slf.py();
     let sock = socket_of(slf)?;
     match recv_bytes(py, &sock, buffer_size, &slf.get().recv_big) {
-        Ok(data) if data.is_truthy()? => Ok(data),
+        Ok(data) if non_empty(&data)? => Ok(data),
         Ok(_) => {
             slf.call_method0(names::handle_close(py))?;
             Ok(PyBytes::new(py, b"").into_any())
@@ -577,6 +577,15 @@ pub fn dispatcher_recv<'py>(
             }
             _ => Err(e),
         },
+    }
+}
+
+/// `bool(data)` for what `recv` returned: for exact bytes (our syscall's
+/// result) its length, without a call to `PyObject_IsTrue`.
+fn non_empty(data: &Bound<'_, PyAny>) -> PyResult<bool> {
+    match data.cast_exact::<PyBytes>() {
+        Ok(b) => Ok(!b.as_bytes().is_empty()),
+        Err(_) => data.is_truthy(),
     }
 }
 

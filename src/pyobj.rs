@@ -35,7 +35,7 @@ pub fn slice_from<'py>(
     start: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = obj.py();
-    if let (Ok(b), Ok(i)) = (obj.cast_exact::<PyBytes>(), start.extract::<usize>()) {
+    if let (Ok(b), Some(i)) = (obj.cast_exact::<PyBytes>(), to_usize(start)) {
         // CPython's bytes slicing returns the object itself for a full slice.
         if i == 0 {
             return Ok(obj.clone());
@@ -62,6 +62,35 @@ pub fn make_slice<'py>(
             pyo3::ffi::PySlice_New(start.as_ptr(), stop.as_ptr(), std::ptr::null_mut()),
         )
     }
+}
+
+/// `obj.extract::<usize>().ok()`, with the common case, an exact int that
+/// fits an `isize`, read by one C call: PyO3's conversion costs about 100
+/// instructions more (measured on 3.14: a `recv(8192)` per echo request).
+pub fn to_usize(obj: &Bound<'_, PyAny>) -> Option<usize> {
+    if let Some(n) = exact_small_size(obj) {
+        return Some(n);
+    }
+    obj.extract::<usize>().ok()
+}
+
+/// `obj` when it is an exact int from 0 to `isize::MAX`; None for anything
+/// else, including a larger int (which `to_usize` hands to PyO3).
+#[inline]
+fn exact_small_size(obj: &Bound<'_, PyAny>) -> Option<usize> {
+    use pyo3::ffi;
+    if !obj.is_exact_instance_of::<pyo3::types::PyInt>() {
+        return None;
+    }
+    // SAFETY: `obj` is a live exact int, held for the call; the only error
+    // PyLong_AsSsize_t can set for one is its OverflowError, which is
+    // cleared at once (no error was set before: we are running Rust code
+    // that returned no error).
+    let v = unsafe { ffi::PyLong_AsSsize_t(obj.as_ptr()) };
+    if v == -1 && PyErr::take(obj.py()).is_some() {
+        return None;
+    }
+    usize::try_from(v).ok()
 }
 
 /// The lock if it is free now, for `__traverse__` and `__clear__`: they must

@@ -6,7 +6,7 @@
 //! socket is a SOCKET handle, not an fd) `recv_with` and `send_fd` always
 //! fall back, so every socket call goes through its Python method.
 //!
-//! Uses: calls, errors, fd_map, module_state, names.
+//! Uses: calls, errors, fd_map, module_state, names, pyobj.
 
 #[cfg(unix)]
 use std::cell::RefCell;
@@ -325,7 +325,7 @@ pub fn recv_bytes<'py>(
     size: &Bound<'py, PyAny>,
     big: &AtomicBool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if let (Some(fd), Ok(n)) = (plain_fd(py, sock), size.extract::<usize>()) {
+    if let (Some(fd), Some(n)) = (plain_fd(py, sock), crate::pyobj::to_usize(size)) {
         match recv_new_bytes(py, fd, n, big) {
             Syscall::Done(b) => return Ok(b.into_any()),
             Syscall::Failed(e) => return Err(e),

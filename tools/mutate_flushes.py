@@ -282,6 +282,26 @@ MUTATIONS = {
         "        return Some(in_class);",
         "    if true {\n        return Some(in_class);",
     ),
+    "watcher: map lookup skipped only while the map stands still": (
+        "src/loop_state.rs",
+        "if self.synced_at == socket_map::writes() && key.is_exact_instance_of::<PyInt>() {",
+        "if key.is_exact_instance_of::<PyInt>() {",
+    ),
+    "watcher: map lookup skipped only for an int key": (
+        "src/loop_state.rs",
+        "if self.synced_at == socket_map::writes() && key.is_exact_instance_of::<PyInt>() {",
+        "if self.synced_at == socket_map::writes() {",
+    ),
+    "map log read only by the state kept for the map": (
+        "src/loop_state.rs",
+        "let kind = if ours && persistent {",
+        "let kind = if ours {",
+    ),
+    "watcher: map write noted in the log": (
+        "src/socket_map.rs",
+        "unsafe { &*(log as *const ChangeLog) }.note_in_write(key);",
+        "let _ = (log, key);",
+    ),
 }
 
 # Mutations of code that runs only on CPython 3.12+ (dict watchers).
@@ -294,6 +314,7 @@ TESTS = [
     "tests/test_class_changes.py",
     "tests/test_instance_shadowing.py",
     "tests/test_method_calls.py",
+    "tests/test_map_watch.py",
     "tests/test_asynchat_own.py::test_bytearray_terminator_changed_in_place",
 ]
 
