@@ -450,7 +450,7 @@ fn one_step_candidate<'a, 'py>(
 /// None: the caller reads them as CPython does.
 fn one_step_settings(slf: &Bound<'_, Dispatcher>) -> Option<usize> {
     let py = slf.py();
-    let ty = slf.get_type();
+    let ty = crate::pyobj::type_of(slf.as_any());
     let (initiate_send, send, size) = (
         names::initiate_send(py),
         names::send(py),

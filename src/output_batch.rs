@@ -430,7 +430,10 @@ fn send_queue(
         }
     };
     match result {
-        Ok(sent) if sent >= queue.bytes => Ok(Outcome::Sent(sent)),
+        Ok(sent) if sent >= queue.bytes => {
+            crate::channel::recycle(queue.items);
+            Ok(Outcome::Sent(sent))
+        }
         Ok(0) => {
             put_back(slf, queue.items, 0)?;
             Ok(Outcome::Unsent)
