@@ -52,9 +52,10 @@ pub struct LoopState {
     /// Keys whose channel left the poller during the last pass.
     recheck: Vec<Py<PyAny>>,
     pass: u64,
-    /// `socket_map::writes()` when the last sync left the registrations
-    /// exactly as the map says (the map watched, so its log is complete,
-    /// and not written during the sync); 0 when not known. See `target`.
+    /// `socket_map::writes()` at the start of the last sync, which left the
+    /// registrations exactly as the map was then (the map watched, so its
+    /// log complete); 0 when not known. While the count is still this, no
+    /// write has been made since (see `target`).
     synced_at: u64,
     /// The map is watched for this state (socket_map.rs `watch`).
     watched: bool,
