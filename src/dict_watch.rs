@@ -75,7 +75,7 @@ pub fn value_writes() -> u64 {
 }
 
 #[cfg(all(Py_3_12, not(any(feature = "abi3", Py_GIL_DISABLED))))]
-pub use imp::add_watcher;
+pub use imp::{add_watcher, EVENT_ADDED, EVENT_DEALLOCATED, EVENT_DELETED, EVENT_MODIFIED};
 
 /// Whether `dict` is watched (so its changes are counted).
 pub fn is_watched_now(dict: &Bound<'_, PyDict>) -> bool {
@@ -110,11 +110,11 @@ mod imp {
     use crate::names;
 
     // CPython's PyDict_WatchEvent (Include/cpython/dictobject.h, 3.12+).
-    const EVENT_ADDED: c_int = 0;
-    const EVENT_MODIFIED: c_int = 1;
-    const EVENT_DELETED: c_int = 2;
-    const EVENT_CLONED: c_int = 3;
-    const EVENT_DEALLOCATED: c_int = 5;
+    pub const EVENT_ADDED: c_int = 0;
+    pub const EVENT_MODIFIED: c_int = 1;
+    pub const EVENT_DELETED: c_int = 2;
+    pub const EVENT_CLONED: c_int = 3;
+    pub const EVENT_DEALLOCATED: c_int = 5;
 
     pub type WatchCallback = unsafe extern "C" fn(
         event: c_int,

@@ -272,12 +272,7 @@ mod watcher {
     use pyo3::types::PyDict;
 
     use super::ChangeLog;
-
-    // CPython's PyDict_WatchEvent (Include/cpython/dictobject.h, 3.12+).
-    const EVENT_ADDED: c_int = 0;
-    const EVENT_MODIFIED: c_int = 1;
-    const EVENT_DELETED: c_int = 2;
-    const EVENT_DEALLOCATED: c_int = 5;
+    use crate::dict_watch::{EVENT_ADDED, EVENT_DEALLOCATED, EVENT_DELETED, EVENT_MODIFIED};
 
     /// The maps' watcher id; -2 before the first use, -1 when there is none.
     static WATCHER: AtomicI32 = AtomicI32::new(-2);
