@@ -111,7 +111,7 @@ fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
         if let (Some(fd), Some(n)) = (plain_fd(py, &sock), crate::pyobj::to_usize(&size)) {
             let me = slf.get();
             match recv_with(py, fd, n, |data| {
-                me.fields(py).inbuf.extend(data);
+                me.fields(py).chat_mut().inbuf.extend(data);
                 data.len()
             }) {
                 Syscall::Done(0) => {
@@ -142,7 +142,7 @@ fn receive(slf: &Bound<'_, Dispatcher>) -> PyResult<bool> {
             .call1((py.get_type::<PyString>(), encoding))?;
     }
     let bytes = bytes_like(&data)?;
-    slf.get().fields(py).inbuf.extend(&bytes);
+    slf.get().fields(py).chat_mut().inbuf.extend(&bytes);
     Ok(true)
 }
 
@@ -185,7 +185,7 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     );
     let mut compiled: Option<(Py<PyAny>, Terminator)> = None;
     loop {
-        let lb = me.fields(py).inbuf.data().len();
+        let lb = me.fields(py).chat().inbuf.data().len();
         if lb == 0 {
             return Ok(());
         }
@@ -215,7 +215,7 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
             let Some((_, t)) = compiled.as_ref() else {
                 return Ok(());
             };
-            let found = t.scan(me.fields(py).inbuf.data());
+            let found = t.scan(me.fields(py).chat().inbuf.data());
             let tlen = t.needle().len();
             match found {
                 Scan::Found(index) => {
@@ -223,7 +223,10 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
                         // Don't report the empty string (CPython: "source of subtle bugs").
                         collect(slf, index, Consume::Front(index + tlen), calls)?
                     } else {
-                        me.fields(py).inbuf.consume(&Consume::Front(tlen))
+                        me.fields(py)
+                            .chat_mut()
+                            .inbuf
+                            .consume(&Consume::Front(tlen))
                     };
                     found_terminator(slf, more_input, calls)?;
                 }
@@ -247,7 +250,7 @@ fn scan_messages(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
 /// handle_error.
 fn scan(slf: &Bound<'_, Dispatcher>) -> PyResult<()> {
     let result = scan_messages(slf);
-    slf.get().fields(slf.py()).inbuf.shrink();
+    slf.get().fields(slf.py()).chat_mut().inbuf.shrink();
     let flushed = output_batch::flush(slf);
     result.and(flushed)
 }
@@ -320,7 +323,7 @@ fn compile(slf: &Bound<'_, Dispatcher>, term: &Bound<'_, PyAny>) -> PyResult<Ter
         || term.is_instance_of::<PyMemoryView>();
     if !is_bytes_like {
         let py = slf.py();
-        let buf = PyBytes::new(py, slf.get().fields(py).inbuf.data());
+        let buf = PyBytes::new(py, slf.get().fields(py).chat().inbuf.data());
         buf.call_method1(names::find(py), (term,))?;
         return Err(PyTypeError::new_err(
             "terminator must be bytes, int or None",
@@ -342,8 +345,9 @@ fn collect(
     let me = slf.get();
     let data = {
         let mut st = me.fields(py);
-        st.inbuf.begin_callback();
-        PyBytes::new(py, &st.inbuf.data()[..n])
+        let inbuf = &mut st.chat_mut().inbuf;
+        inbuf.begin_callback();
+        PyBytes::new(py, &inbuf.data()[..n])
     };
     let r = call1_kept(
         slf,
@@ -354,9 +358,9 @@ fn collect(
     let mut st = me.fields(py);
     // The callback may have assigned ac_in_buffer; CPython then overwrites
     // it with the slice of the old buffer (unless the callback raised).
-    st.inbuf.end_callback(r.is_ok());
+    st.chat_mut().inbuf.end_callback(r.is_ok());
     r?;
-    Ok(st.inbuf.consume(&then))
+    Ok(st.chat_mut().inbuf.consume(&then))
 }
 
 // --------------------------------------------------------------- output side
@@ -650,17 +654,17 @@ pub fn find_prefix_at_end<'py>(
 impl Dispatcher {
     #[getter(_rs_ac_in_buffer)]
     fn get_ac_in_buffer<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, self.fields(py).inbuf.data())
+        PyBytes::new(py, self.fields(py).chat().inbuf.data())
     }
     #[setter(_rs_ac_in_buffer)]
     fn set_ac_in_buffer(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let bytes = bytes_like(v)?;
-        self.fields(v.py()).inbuf.assign(&bytes);
+        self.fields(v.py()).chat_mut().inbuf.assign(&bytes);
         Ok(())
     }
     #[getter(_rs_producer_fifo)]
     fn get_producer_fifo(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        field(slf, |st| st.producer_fifo.as_ref(), "producer_fifo").map(Bound::unbind)
+        field(slf, |st| st.chat().producer_fifo.as_ref(), "producer_fifo").map(Bound::unbind)
     }
     #[setter(_rs_producer_fifo)]
     fn set_producer_fifo_attr(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) -> PyResult<()> {

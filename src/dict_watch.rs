@@ -74,6 +74,20 @@ pub fn value_writes() -> u64 {
     imp::value_writes()
 }
 
+/// Whether `key` (a live object) surely is not one of the shadowable
+/// names: an exact str whose hash no shadowable name has. False too when
+/// the set is not available (no watcher could be registered).
+#[cfg(all(Py_3_13, not(any(feature = "abi3", Py_GIL_DISABLED))))]
+pub fn surely_not_shadowable(py: Python<'_>, key: *mut pyo3::ffi::PyObject) -> bool {
+    imp::surely_not_shadowable(py, key)
+}
+
+/// Whether every one of `names` (exact strs) is a shadowable name, the
+/// names a scan vouches for (managed_dict.rs, `Managed::InlineClean`).
+pub fn all_shadowable(py: Python<'_>, names: &[&Bound<'_, PyString>]) -> bool {
+    imp::all_shadowable_now(py, names)
+}
+
 #[cfg(all(Py_3_12, not(any(feature = "abi3", Py_GIL_DISABLED))))]
 pub use imp::{add_watcher, EVENT_ADDED, EVENT_DEALLOCATED, EVENT_DELETED, EVENT_MODIFIED};
 
@@ -236,6 +250,16 @@ mod imp {
     pub fn is_watched_now(dict: &Bound<'_, PyDict>) -> bool {
         let id = WATCHER.load(Ordering::Relaxed);
         id >= 0 && is_watched(dict, id)
+    }
+
+    #[cfg(Py_3_13)]
+    pub fn surely_not_shadowable(py: Python<'_>, key: *mut ffi::PyObject) -> bool {
+        // SAFETY: the GIL is held and `key` is a live object (caller).
+        watcher(py).is_some() && !unsafe { may_be_shadowable(key) }
+    }
+
+    pub fn all_shadowable_now(py: Python<'_>, names: &[&Bound<'_, PyString>]) -> bool {
+        watcher(py).is_some() && all_shadowable(names)
     }
 
     /// `lacks` the first time (registering the watcher), for a dict not
@@ -547,6 +571,10 @@ mod imp {
 
     pub fn value_writes() -> u64 {
         0
+    }
+
+    pub fn all_shadowable_now(_py: Python<'_>, _names: &[&Bound<'_, PyString>]) -> bool {
+        false
     }
 
     pub fn is_watched_now(_dict: &Bound<'_, PyDict>) -> bool {

@@ -16,7 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use crate::channel::{
     accepting, connected, connecting, field, set_accepting, set_connected, set_connecting,
-    socket_of, take_field, Dispatcher,
+    socket_of, take_field, Dispatcher, S_ACCEPTING, S_CONNECTED, S_CONNECTING,
 };
 use crate::errors::{errno_of, is_disconnect, os_error_with, py_errno};
 use crate::module_state::global;
@@ -86,32 +86,31 @@ impl Dispatcher {
 
     // ---- Rust-held attributes ----
     #[getter(connected)]
-    fn get_connected(&self, py: Python<'_>) -> bool {
-        self.fields(py).connected
+    fn get_connected(&self) -> bool {
+        self.state(S_CONNECTED)
     }
     #[setter(connected)]
     fn set_connected_attr(slf: &Bound<'_, Self>, v: &Bound<'_, PyAny>) -> PyResult<()> {
         let v = v.is_truthy()?;
-        slf.get()
-            .store_flag(slf.py(), |st| &mut st.connected, v, true);
+        slf.get().store_state(slf.py(), S_CONNECTED, v, true);
         Ok(())
     }
     #[getter(accepting)]
-    fn get_accepting(&self, py: Python<'_>) -> bool {
-        self.fields(py).accepting
+    fn get_accepting(&self) -> bool {
+        self.state(S_ACCEPTING)
     }
     #[setter(accepting)]
     fn set_accepting_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store_flag(v.py(), |st| &mut st.accepting, v.is_truthy()?, true);
+        self.store_state(v.py(), S_ACCEPTING, v.is_truthy()?, true);
         Ok(())
     }
     #[getter(connecting)]
-    fn get_connecting(&self, py: Python<'_>) -> bool {
-        self.fields(py).connecting
+    fn get_connecting(&self) -> bool {
+        self.state(S_CONNECTING)
     }
     #[setter(connecting)]
     fn set_connecting_attr(&self, v: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store_flag(v.py(), |st| &mut st.connecting, v.is_truthy()?, false);
+        self.store_state(v.py(), S_CONNECTING, v.is_truthy()?, false);
         Ok(())
     }
     // Unset until __init__ (or the subclass) assigns them, as in CPython.

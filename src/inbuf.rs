@@ -24,6 +24,11 @@ pub enum Consume {
 #[derive(Default)]
 pub struct InBuf(Option<Box<Parts>>);
 
+impl InBuf {
+    /// No buffer yet (for a `static`).
+    pub const EMPTY: InBuf = InBuf(None);
+}
+
 #[derive(Default)]
 struct Parts {
     /// `ac_in_buffer` is `buf[start..]`.

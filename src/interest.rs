@@ -6,7 +6,9 @@
 use pyo3::prelude::*;
 
 use crate::channel::{accepting, connected, has_builtin, out_buffer_of, producer_fifo_of};
-use crate::channel::{Dispatcher, F_ACCEPTING, F_CONNECTED, F_FIFO, F_OUT};
+use crate::channel::{
+    Dispatcher, F_ACCEPTING, F_CONNECTED, F_FIFO, F_OUT, S_ACCEPTING, S_CONNECTED,
+};
 use crate::fifo::Fifo;
 use crate::names;
 use crate::poller::{WANT_P, WANT_R, WANT_W};
@@ -88,7 +90,7 @@ pub fn derived_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u
     let w = match kind {
         WKind::Always => true,
         WKind::WithSend => {
-            !st.connected
+            !me.state(S_CONNECTED)
                 || st.out_buffer.as_ref().is_some_and(|b| {
                     b.bind(py)
                         .cast::<pyo3::types::PyBytes>()
@@ -96,8 +98,8 @@ pub fn derived_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u
                 })
         }
         WKind::Chat => {
-            !st.connected
-                || st.producer_fifo.as_ref().is_some_and(|f| {
+            !me.state(S_CONNECTED)
+                || st.chat().producer_fifo.as_ref().is_some_and(|f| {
                     f.bind(py)
                         .cast::<Fifo>()
                         .map_or(true, |f| !f.get().is_empty(py))
@@ -105,7 +107,7 @@ pub fn derived_interest(d: &Bound<'_, Dispatcher>, kind: WKind, mode: Mode) -> u
         }
     };
     let mut want = WANT_R;
-    if w && !st.accepting {
+    if w && !me.state(S_ACCEPTING) {
         want |= WANT_W;
     }
     if mode == Mode::Select || want & WANT_R != 0 {

@@ -11,6 +11,7 @@ mod calls;
 mod gil_cell;
 mod type_cache;
 mod dict_watch;
+mod managed_dict;
 mod fd_map;
 mod module_state;
 mod pyobj;

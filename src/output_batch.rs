@@ -48,7 +48,7 @@ use std::sync::atomic::Ordering;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyString};
 
-use crate::channel::{producer_fifo_of, socket_of, Dispatcher, Fields, F_SOCKET};
+use crate::channel::{producer_fifo_of, socket_of, Dispatcher, Fields, F_SOCKET, S_CONNECTED};
 use crate::errors::{call_in_except, is_disconnect, os_error};
 use crate::fd_map::RawFd;
 use crate::fifo::Fifo;
@@ -262,8 +262,8 @@ pub fn virtual_send(
 pub fn push_virtual(slf: &Bound<'_, Dispatcher>, data: &Bound<'_, PyBytes>) -> bool {
     let py = slf.py();
     let fifo_empty_and_connected = |st: &Fields| {
-        st.connected
-            && st.producer_fifo.as_ref().is_some_and(|f| {
+        slf.get().state(S_CONNECTED)
+            && st.chat().producer_fifo.as_ref().is_some_and(|f| {
                 f.bind(py)
                     .cast::<Fifo>()
                     .is_ok_and(|f| f.get().is_empty(py))
@@ -297,10 +297,10 @@ fn queue_exclusive(
                 None => Exclusive::No,
             };
             if let Exclusive::Yes = exclusive {
-                if !st.out_queue.has_room(n) {
+                if !st.chat().out_queue.has_room(n) {
                     return false;
                 }
-                st.out_queue.push(bytes, n);
+                st.chat_mut().out_queue.push(bytes, n);
                 break;
             }
             exclusive
@@ -337,13 +337,22 @@ pub fn send_after_queue<'py>(
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = slf.py();
     let bytes = match frozen_bytes(data) {
-        Some(b) if slf.get().fields(py).out_queue.has_room(b.as_bytes().len()) => b,
+        Some(b)
+            if slf
+                .get()
+                .fields(py)
+                .chat()
+                .out_queue
+                .has_room(b.as_bytes().len()) =>
+        {
+            b
+        }
         _ => {
             flush(slf)?;
             return Ok(None);
         }
     };
-    let queued = slf.get().fields(py).out_queue.bytes();
+    let queued = slf.get().fields(py).chat().out_queue.bytes();
     match send_queue(slf, Some(&bytes))? {
         Outcome::Sent(sent) => {
             let of_data = sent.saturating_sub(queued);
@@ -401,7 +410,7 @@ fn send_queue(
     let queue = {
         let mut st = me.fields(py);
         me.queued.store(false, Ordering::Relaxed);
-        st.out_queue.take()
+        st.chat_mut().out_queue.take()
     };
     let sock = socket_of(slf)?;
     let Some(mut fd) = plain_fd(py, &sock) else {

@@ -8,6 +8,7 @@ it says `IMPL == "rs"`: those assert one of our documented, intended differences
 
 import errno
 import gc
+import inspect
 import io
 import os
 import select
@@ -1650,7 +1651,8 @@ def test_no_deprecation_warning_on_import():
 @pytest.mark.skipif(IMPL != "rs", reason="an intended difference of asyncore_rs")
 def test_state_attributes_are_descriptors_on_the_class():
     for name in ("connected", "accepting", "connecting", "socket", "_fileno"):
-        attr = asyncore.dispatcher.__dict__.get(name)
+        # On the Rust class under asyncore.dispatcher (a Python class from 3.13).
+        attr = inspect.getattr_static(asyncore.dispatcher, name, None)
         assert attr is not None and hasattr(attr, "__get__") and hasattr(attr, "__set__"), name
     d = asyncore.dispatcher()
     d.connected = True

@@ -302,10 +302,38 @@ MUTATIONS = {
         "unsafe { &*(log as *const ChangeLog) }.note_in_write(key);",
         "let _ = (log, key);",
     ),
+    "managed: no attribute only while the class's keys are empty": (
+        "src/managed_dict.rs",
+        "        if n == 0 {\n            // No instance",
+        "        if true {\n            // No instance",
+    ),
+    "managed: kept clean answer only for the same count of keys": (
+        "src/managed_dict.rs",
+        "            && n == CLEAN_COUNT.load(Ordering::Relaxed)\n",
+        "",
+    ),
+    "managed: kept clean answer only for the same class": (
+        "src/managed_dict.rs",
+        "            && (*t).tp_version_tag == CLEAN_TAG.load(Ordering::Relaxed)\n",
+        "",
+    ),
+    "managed: keys scanned for shadowable names": (
+        "src/managed_dict.rs",
+        ".all(|k| !k.is_null() && crate::dict_watch::surely_not_shadowable(py, k));",
+        ".all(|k| !k.is_null());",
+    ),
+    "managed: a made dict is read": (
+        "src/managed_dict.rs",
+        "        if !dict.is_null() {\n            return Managed::Dict(dict);",
+        "        if false {\n            return Managed::Dict(dict);",
+    ),
 }
 
 # Mutations of code that runs only on CPython 3.12+ (dict watchers).
 NEEDS_312 = {name for name in MUTATIONS if name.startswith("watcher:")}
+# Mutations of code that runs only on CPython 3.14+ (inline values of a
+# subclass of a C class); run them with a 3.14 (benches/sid_bench.sh's root).
+NEEDS_314 = {name for name in MUTATIONS if name.startswith("managed:")}
 
 TESTS = [
     "tests/test_asynchat_batching.py",
@@ -315,6 +343,7 @@ TESTS = [
     "tests/test_instance_shadowing.py",
     "tests/test_method_calls.py",
     "tests/test_map_watch.py",
+    "tests/test_managed_dict.py",
     "tests/test_asynchat_own.py::test_bytearray_terminator_changed_in_place",
 ]
 
@@ -342,6 +371,9 @@ def main(names):
             continue
         if name in NEEDS_312 and sys.version_info < (3, 12):
             print(f"{name}: SKIPPED (the code runs on CPython 3.12+; run this with one)")
+            continue
+        if name in NEEDS_314 and sys.version_info < (3, 14):
+            print(f"{name}: SKIPPED (the code runs on CPython 3.14+; run this with one)")
             continue
         f = tree / path
         orig = f.read_text()

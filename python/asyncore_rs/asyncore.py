@@ -117,7 +117,12 @@ def loop(timeout=30.0, use_poll=False, map=None, count=None):
     return _core.loop(timeout, use_poll, map, count)
 
 
-dispatcher = _core.dispatcher
+class dispatcher(_core.dispatcher):
+    # A Python class over the Rust one, so that its instances (and every
+    # handler's) keep their attributes as a plain class's do: CPython's managed
+    # dict, whose attribute reads it specialises (src/channel.rs, Dispatcher).
+    __module__ = "asyncore"
+    __doc__ = _core.dispatcher.__doc__
 
 
 def _sock_map_init(setup, qualname):
