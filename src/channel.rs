@@ -828,6 +828,9 @@ pub fn instance_attr<'py>(
         if let Some(v) = kept_value(obj, kept) {
             return Ok(v);
         }
+        if let Some(v) = inline_value(obj, name) {
+            return Ok(v);
+        }
         if let SlotDict::Dict(d) = instance_dict(obj) {
             let writes = crate::dict_watch::value_writes();
             if let Ok(Some(v)) = d.get_item(name) {
@@ -848,6 +851,36 @@ pub fn instance_attr<'py>(
         }
     }
     obj.getattr(name)
+}
+
+/// `obj.<name>` from the object's inline values (managed_dict.rs), for a
+/// name no class along the MRO has; None: read it another way.
+#[cfg(all(Py_3_13, not(any(feature = "abi3", Py_GIL_DISABLED))))]
+#[inline]
+fn inline_value<'py>(
+    obj: &Bound<'py, Dispatcher>,
+    name: &Bound<'py, PyString>,
+) -> Option<Bound<'py, PyAny>> {
+    if !Dispatcher::is_direct(obj, F_MANAGED) {
+        return None;
+    }
+    let ty = crate::pyobj::type_of(obj.as_any());
+    // SAFETY: the GIL is held, `obj` is live and `ty` its type, whose
+    // managed-dict layout was probed (F_MANAGED); the value is a borrowed
+    // reference `obj` holds, taken as our own before any code runs.
+    unsafe {
+        let v = crate::managed_dict::inline_value(obj.as_ptr(), &ty, name.as_ptr())?;
+        Some(Bound::from_borrowed_ptr(obj.py(), v.as_ptr()))
+    }
+}
+
+#[cfg(not(all(Py_3_13, not(any(feature = "abi3", Py_GIL_DISABLED)))))]
+#[inline]
+fn inline_value<'py>(
+    _obj: &Bound<'py, Dispatcher>,
+    _name: &Bound<'py, PyString>,
+) -> Option<Bound<'py, PyAny>> {
+    None
 }
 
 /// `kept`'s value, if the instance dict is still the one it was read from

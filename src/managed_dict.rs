@@ -32,7 +32,7 @@
 //! Uses: dict_watch, type_cache.
 
 #[cfg(all(Py_3_13, not(any(feature = "abi3", Py_GIL_DISABLED))))]
-pub use imp::{layout_known, read};
+pub use imp::{inline_value, layout_known, read};
 
 /// Where an instance of a managed-dict class keeps its attributes.
 #[cfg_attr(
@@ -78,6 +78,16 @@ mod imp {
         dk_usable: ffi::Py_ssize_t,
         dk_nentries: ffi::Py_ssize_t,
         // dk_indices: 1 << dk_log2_index_bytes bytes, then the entries.
+    }
+
+    /// The head of CPython's `PyDictValues`, the inline values (3.13, 3.14).
+    #[repr(C)]
+    struct ValuesHead {
+        capacity: u8,
+        size: u8,
+        embedded: u8,
+        valid: u8,
+        // Then `PyObject *values[capacity]`, 8-byte aligned.
     }
 
     /// `PyDictUnicodeEntry`: a split table's entries hold only keys.
@@ -147,6 +157,65 @@ mod imp {
         } else {
             Managed::Unknown
         }
+    }
+
+    /// The value `obj` holds inline under `name` (an interned str), borrowed:
+    /// what CPython's generic getattr finds in the instance when no class
+    /// attribute comes first. None when it is not there, or may be elsewhere
+    /// (the values no longer valid: a dict replaced them): the caller asks
+    /// getattr. Used
+    /// for asynchat's `terminator`, read per message.
+    ///
+    /// # Safety
+    /// As for `read`.
+    #[inline]
+    pub unsafe fn inline_value(
+        obj: *mut ffi::PyObject,
+        ty: &Bound<'_, PyType>,
+        name: *mut ffi::PyObject,
+    ) -> Option<std::ptr::NonNull<ffi::PyObject>> {
+        let t = ty.as_ptr().cast::<ffi::PyTypeObject>();
+        if (*t).tp_flags & TPFLAGS_INLINE_VALUES == 0 {
+            return None;
+        }
+        let (keys, n) = shared_keys(ty)?;
+        // Keys set through getattr/setattr are interned: an equal key that
+        // is another object is left to getattr.
+        let index = keys_of(keys, n).position(|k| k == name)?;
+        let values = inline_values(obj, t);
+        // The values stay the object's while they are valid, also once a dict
+        // was made (it uses them): CPython's own specialised read
+        // (LOAD_ATTR_INSTANCE_VALUE, _CHECK_MANAGED_OBJECT_HAS_VALUES)
+        // checks this flag alone. (CPython also clears the slots when it
+        // marks them invalid, so no test can tell this check missing.)
+        if (*values).valid == 0 || index >= usize::from((*values).capacity) {
+            return None;
+        }
+        std::ptr::NonNull::new(*value_slots(values).add(index))
+    }
+
+    /// Where `obj`'s inline values are: right after the object
+    /// (`_PyObject_InlineValues`; 3.13 has them only for subclasses of
+    /// object, whose objects end at `tp_basicsize` too).
+    ///
+    /// # Safety
+    /// `obj` is a live object of `t`, which has inline values.
+    unsafe fn inline_values(
+        obj: *mut ffi::PyObject,
+        t: *mut ffi::PyTypeObject,
+    ) -> *const ValuesHead {
+        let size = usize::try_from((*t).tp_basicsize).unwrap_or(0);
+        obj.cast::<u8>().add(size).cast::<ValuesHead>()
+    }
+
+    /// The value slots after the head, 8 bytes in (`PyDictValues.values`).
+    ///
+    /// # Safety
+    /// `values` points to a live `PyDictValues`.
+    unsafe fn value_slots(values: *const ValuesHead) -> *const *mut ffi::PyObject {
+        // The head is 4 bytes and the slots are pointers: they start at 8.
+        #[allow(clippy::cast_ptr_alignment)]
+        values.cast::<u8>().add(8).cast::<*mut ffi::PyObject>()
     }
 
     /// Whether CPython's layout is the one this module reads (probed once).
@@ -274,9 +343,23 @@ mod imp {
             }
         };
         let still_null = unsafe { dict_pointer(obj.as_ptr()) }.is_null();
+        // SAFETY: `obj` is a live instance of `ty`, a subclass of object,
+        // which has inline values on 3.13 and 3.14 (checked by the flag).
+        let values_ok = unsafe {
+            let t = ty.as_ptr().cast::<ffi::PyTypeObject>();
+            (*t).tp_flags & TPFLAGS_INLINE_VALUES != 0 && {
+                let one = 1i32.into_pyobject(py)?;
+                let two = 2i32.into_pyobject(py)?;
+                inline_value(obj.as_ptr(), &ty, names.0.as_ptr()).map(std::ptr::NonNull::as_ptr)
+                    == Some(one.as_ptr())
+                    && inline_value(obj.as_ptr(), &ty, names.1.as_ptr())
+                        .map(std::ptr::NonNull::as_ptr)
+                        == Some(two.as_ptr())
+            }
+        };
         let dict = obj.getattr("__dict__")?;
         // SAFETY: as above.
         let made = unsafe { dict_pointer(obj.as_ptr()) } == dict.as_ptr();
-        Ok(keys_ok && still_null && made)
+        Ok(keys_ok && still_null && values_ok && made)
     }
 }

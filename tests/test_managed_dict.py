@@ -243,3 +243,28 @@ def test_instance_cycle_through_inline_values_is_collected():
     del h
     gc.collect()
     assert ref() is None
+
+
+def test_terminator_never_set_is_an_attribute_error(chan_map):
+    # No terminator at all (set_terminator never called; CPython's __init__
+    # sets none): get_terminator() raises AttributeError, to handle_error(),
+    # whatever other attributes the instance keeps inline.
+    errors = []
+
+    class NoTerminator(asynchat.async_chat):
+        def __init__(self, sock, map):
+            asynchat.async_chat.__init__(self, sock, map=map)
+            self.first = b"\n"
+
+        def collect_incoming_data(self, data):
+            errors.append(("data", data))
+
+        def found_terminator(self):
+            errors.append("found")
+
+        def handle_error(self):
+            errors.append(sys.exc_info()[0])
+            self.close()
+
+    feed(chan_map, [b"a\nb\n"], NoTerminator)
+    assert errors == [AttributeError]

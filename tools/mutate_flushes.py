@@ -322,6 +322,11 @@ MUTATIONS = {
         ".all(|k| !k.is_null() && crate::dict_watch::surely_not_shadowable(py, k));",
         ".all(|k| !k.is_null());",
     ),
+    "managed: inline value read only for its own key": (
+        "src/managed_dict.rs",
+        "let index = keys_of(keys, n).position(|k| k == name)?;",
+        "let index = keys_of(keys, n).position(|k| k == name).unwrap_or(0);",
+    ),
     "managed: a made dict is read": (
         "src/managed_dict.rs",
         "        if !dict.is_null() {\n            return Managed::Dict(dict);",
