@@ -355,7 +355,7 @@ impl Dispatcher {
     fn direct_flags(slf: &Bound<'_, Self>) -> u16 {
         let mask = slf.get().direct.load(Ordering::Relaxed);
         if mask & F_KNOWN == 0 {
-            return Self::learn_direct_flags(slf, mask);
+            return Self::learn_direct_flags(slf);
         }
         mask
     }
@@ -364,7 +364,7 @@ impl Dispatcher {
     // save registers (about 10 instructions a check).
     #[cold]
     #[inline(never)]
-    fn learn_direct_flags(slf: &Bound<'_, Self>, _old: u16) -> u16 {
+    fn learn_direct_flags(slf: &Bound<'_, Self>) -> u16 {
         let class = direct_mask(slf.py(), &slf.get_type()) | F_KNOWN;
         // Read again: computing the class answers may have run Python code
         // (a metaclass) that set a state bit.
