@@ -8,8 +8,8 @@
 //! `__dict__`, as in CPython. A subclass may shadow a descriptor with a class
 //! attribute; then the accessors use Python attribute lookup (`is_direct`).
 //!
-//! Uses: calls, dict_watch, errors, fd_map, fifo, gil_cell, inbuf, link, names,
-//! pyobj, type_cache.
+//! Uses: calls, dict_watch, errors, fd_map, fifo, gil_cell, inbuf, link, managed_dict,
+//! names, pyobj, type_cache.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -551,9 +551,7 @@ fn dict_at_base_offset(py: Python<'_>, ty: &Bound<'_, PyType>) -> u16 {
 /// `F_MANAGED` if instances of `ty` have CPython's managed dict and this
 /// build reads it (3.13+, see managed_dict.rs).
 fn managed_flag(ty: &Bound<'_, PyType>) -> u16 {
-    // SAFETY: `ty` is a live type object; reading its flags has no effect.
-    let flags = unsafe { (*ty.as_ptr().cast::<pyo3::ffi::PyTypeObject>()).tp_flags };
-    if flags & pyo3::ffi::Py_TPFLAGS_MANAGED_DICT != 0 && managed_layout_known(ty.py()) {
+    if managed_dict_read(ty) {
         F_MANAGED
     } else {
         0
@@ -561,12 +559,14 @@ fn managed_flag(ty: &Bound<'_, PyType>) -> u16 {
 }
 
 #[cfg(all(Py_3_13, not(any(feature = "abi3", Py_GIL_DISABLED))))]
-fn managed_layout_known(py: Python<'_>) -> bool {
-    crate::managed_dict::layout_known(py)
+fn managed_dict_read(ty: &Bound<'_, PyType>) -> bool {
+    // SAFETY: `ty` is a live type object; reading its flags has no effect.
+    let flags = unsafe { pyo3::ffi::PyType_GetFlags(ty.as_ptr().cast()) };
+    flags & pyo3::ffi::Py_TPFLAGS_MANAGED_DICT != 0 && crate::managed_dict::layout_known(ty.py())
 }
 
 #[cfg(not(all(Py_3_13, not(any(feature = "abi3", Py_GIL_DISABLED)))))]
-fn managed_layout_known(_py: Python<'_>) -> bool {
+fn managed_dict_read(_ty: &Bound<'_, PyType>) -> bool {
     false
 }
 
