@@ -163,8 +163,7 @@ mod imp {
     /// what CPython's generic getattr finds in the instance when no class
     /// attribute comes first. None when it is not there, or may be elsewhere
     /// (the values no longer valid: a dict replaced them): the caller asks
-    /// getattr. Used
-    /// for asynchat's `terminator`, read per message.
+    /// getattr. Used for asynchat's `terminator`, read per message.
     ///
     /// # Safety
     /// As for `read`.
